@@ -1,0 +1,1 @@
+"""Commands: one command set (subscribe, claims, digest...) shared by Discord and Telegram."""

@@ -1,0 +1,1 @@
+"""Digests: gathering, grouping and ranking matches into neutral digest structures (pure)."""

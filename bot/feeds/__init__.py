@@ -1,0 +1,1 @@
+"""Feeds: fetch (HTTP adapter), parse (pure), schedule decisions (pure) and the poll pipeline."""

@@ -1,0 +1,1 @@
+"""Operations: check, health, export/import, database migration, logging and metrics."""

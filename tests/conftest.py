@@ -1,0 +1,92 @@
+"""Shared fixtures: where ../shared is, and a fresh database per test on SQLite or PostgreSQL.
+
+The storage backend is chosen by ``COUNTERPARTY_TEST_DB``: ``sqlite`` (default) or ``postgres``.
+With ``postgres``, each test gets its own freshly created database on the server at
+``COUNTERPARTY_TEST_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), dropped
+afterwards. Tests marked ``postgres`` always use PostgreSQL and skip, loudly, when no server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("COUNTERPARTY_SHARED", REPO.parent / "shared"))
+PG_URL = os.environ.get(
+    "COUNTERPARTY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TEST_DB = os.environ.get("COUNTERPARTY_TEST_DB", "sqlite")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ../shared, skipping the calling test with a clear reason where it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(
+            f"{path} is absent: this test reads the shared corpus in place "
+            "(it ships beside the repo in CI, not in a fresh clone)"
+        )
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    return shared_path()
+
+
+def _pg_reachable() -> str | None:
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+_PG_PROBLEM: list[str | None] = []
+
+
+def pg_problem() -> str | None:
+    if not _PG_PROBLEM:
+        _PG_PROBLEM.append(_pg_reachable())
+    return _PG_PROBLEM[0]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    problem = pg_problem()
+    if problem:
+        pytest.skip(f"PostgreSQL NOT REACHABLE at {PG_URL}: {problem}")
+    name = f"cp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'counterparty.db'}"
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on the backend chosen by COUNTERPARTY_TEST_DB (sqlite or postgres)."""
+    if TEST_DB == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'counterparty.db'}"
