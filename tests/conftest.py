@@ -2,8 +2,8 @@
 
 The storage backend is chosen by ``COUNTERPARTY_TEST_DB``: ``sqlite`` (default) or ``postgres``.
 With ``postgres``, each test gets its own freshly created database on the server at
-``COUNTERPARTY_TEST_PG_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), dropped
-afterwards. Tests marked ``postgres`` always use PostgreSQL and skip, loudly, when no server answers.
+``COUNTERPARTY_TEST_PG_URL`` (default: postgres@127.0.0.1:5432/test), dropped afterwards.
+Tests needing PostgreSQL itself use ``postgres_url``, which skips loudly when no server answers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -47,7 +48,7 @@ def _pg_reachable() -> str | None:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     return None
 
@@ -90,3 +91,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if TEST_DB == "postgres":
         return str(request.getfixturevalue("postgres_url"))
     return f"sqlite:///{tmp_path / 'counterparty.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every engine that bot.storage.db opened during the test.
+
+    Tests (and the code under test) open engines freely; closing their pools at teardown keeps
+    PostgreSQL databases droppable and turns no unclosed connection into a ResourceWarning."""
+    import bot.storage.db as db
+
+    created: list[Any] = []
+    real_create_engine = db.create_engine
+
+    def recording_create_engine(*args: Any, **kwargs: Any) -> Any:
+        engine = real_create_engine(*args, **kwargs)
+        created.append(engine)
+        return engine
+
+    monkeypatch.setattr(db, "create_engine", recording_create_engine)
+    yield
+    for engine in created:
+        engine.dispose()
