@@ -1,0 +1,319 @@
+"""Parsing feed documents into :class:`ParsedFeed` records: pure, bytes in, records out.
+
+feedparser always gets bytes (never a URL or a path: a string may make it open files or the
+network) and the response headers it needs for encoding detection and relative links. This module
+runs inside worker processes, so everything it returns is picklable and it keeps no state.
+
+What it does not do: fetch, store, or decide what is new; that is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from time import struct_time
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import feedparser
+
+from bot.feeds.records import ParsedEntry, ParsedFeed
+
+
+class FeedParseError(ValueError):
+    """The document is not a feed feedparser can make sense of (HTML page, empty body, garbage)."""
+
+
+# Query parameters that only track who clicked where; removing them never changes the page.
+_TRACKING_EXACT = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "twclid",
+        "mc_cid",
+        "mc_eid",
+        "_ga",
+        "_gl",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "oly_anon_id",
+        "oly_enc_id",
+        "vero_id",
+        "ocid",
+        "cmpid",
+        "cmp",
+        "at_medium",
+        "at_campaign",
+        "at_custom1",
+        "at_custom2",
+        "at_custom3",
+        "at_custom4",
+        "ref_src",
+        "ref_url",
+        "smid",
+        "xtor",
+        "rss",
+        "ito",
+        "taid",
+        "partner",
+        "sr_share",
+    }
+)
+_TRACKING_PREFIXES = ("utm_", "at_", "pk_", "mtm_", "__twitter", "hsa_")
+
+
+def _is_tracking(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _TRACKING_EXACT or lowered.startswith(_TRACKING_PREFIXES)
+
+
+def canonical_link(link: str | None, base: str | None = None) -> str | None:
+    """Absolute http(s) link with tracking parameters, the fragment and default ports removed,
+    scheme and host lower-cased. Returns None for empty or non-web links (``mailto:``,
+    ``javascript:``)."""
+    if not link or not link.strip():
+        return None
+    absolute = urljoin(base or "", link.strip())
+    try:
+        parts = urlsplit(absolute)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if port is not None and not (
+        (scheme == "http" and port == 80) or (scheme == "https" and port == 443)
+    ):
+        host = f"{host}:{port}"
+    if parts.username or parts.password:
+        auth = parts.username or ""
+        host = f"{auth}@{host}"
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+    ]
+    return urlunsplit((scheme, host, parts.path or "/", urlencode(query, doseq=True), ""))
+
+
+_BLOCK_TAGS = frozenset(
+    {
+        "p",
+        "div",
+        "br",
+        "li",
+        "ul",
+        "ol",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "tr",
+        "td",
+        "th",
+        "table",
+        "blockquote",
+        "section",
+        "article",
+        "figure",
+        "figcaption",
+        "hr",
+        "pre",
+    }
+)
+_SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "iframe", "object"})
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the visible text of an HTML fragment; block tags become line breaks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skip_depth += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self.parts.append(data)
+
+
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\s*\n\s*")
+
+
+def html_to_text(fragment: str | None) -> str:
+    """Plain text of an HTML fragment: tags dropped, entities decoded, script/style removed,
+    runs of spaces collapsed, paragraphs kept as single line breaks."""
+    if not fragment:
+        return ""
+    extractor = _TextExtractor()
+    extractor.feed(fragment)
+    extractor.close()
+    text = "".join(extractor.parts).replace("\xa0", " ")
+    text = _SPACES.sub(" ", text)
+    return _BLANK_LINES.sub("\n", text).strip()
+
+
+def title_fingerprint(title: str) -> str:
+    """Lower-case words of a title without accents or punctuation: equal for the same headline
+    as written by two feeds that differ only in typography."""
+    decomposed = unicodedata.normalize("NFKD", title)
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(re.findall(r"\w+", plain.casefold()))
+
+
+def _sha256(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def story_key(link: str | None, title: str) -> str:
+    """Same story across feeds: the canonical link without scheme and ``www.``, else the title."""
+    if link:
+        parts = urlsplit(link)
+        host = (parts.hostname or "").removeprefix("www.")
+        return _sha256("url", host, parts.path.rstrip("/"), parts.query)
+    return _sha256("title", title_fingerprint(title))
+
+
+def _utc(value: Any) -> datetime | None:
+    """feedparser's ``*_parsed`` values are UTC ``struct_time``; absurd ones become None."""
+    if not isinstance(value, struct_time | tuple) or len(value) < 6:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(v) for v in value[:6])
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _authors(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    names: list[str] = []
+    for author in entry.get("authors") or ():
+        name = author.get("name") if isinstance(author, Mapping) else None
+        if isinstance(name, str) and name.strip():
+            names.append(html_to_text(name))
+    if not names and isinstance(entry.get("author"), str) and entry["author"].strip():
+        names.append(html_to_text(entry["author"]))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def _content(entry: Mapping[str, Any]) -> str | None:
+    values: Iterable[Any] = entry.get("content") or ()
+    texts = [html_to_text(item.get("value")) for item in values if isinstance(item, Mapping)]
+    joined = "\n".join(t for t in texts if t)
+    return joined or None
+
+
+def _ttl(feed: Mapping[str, Any]) -> timedelta | None:
+    raw = feed.get("ttl")
+    try:
+        minutes = int(str(raw).strip()) if raw is not None else 0
+    except ValueError:
+        return None
+    return timedelta(minutes=minutes) if minutes > 0 else None
+
+
+def build_entry(entry: Mapping[str, Any], base_url: str | None) -> ParsedEntry:
+    """Normalise one feedparser entry."""
+    title = html_to_text(entry.get("title"))
+    summary = html_to_text(entry.get("summary"))
+    content = _content(entry)
+    link = canonical_link(entry.get("link"), base_url)
+    published = _utc(entry.get("published_parsed")) or _utc(entry.get("updated_parsed"))
+    guid = entry.get("id")
+    if isinstance(guid, str) and guid.strip():
+        key = guid.strip()
+    elif link:
+        key = link
+    else:
+        key = "sha256:" + _sha256(title, published.isoformat() if published else "", summary)
+    return ParsedEntry(
+        entry_key=key,
+        link=link,
+        title=title,
+        summary=summary,
+        content=content,
+        authors=_authors(entry),
+        published_at=published,
+        content_hash=_sha256(title, link or "", summary, content or ""),
+        story_key=story_key(link, title),
+    )
+
+
+def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> ParsedFeed:
+    """Parse a fetched document.
+
+    ``url`` is where the body came from (after redirects): relative links resolve against it.
+    Entries keep document order; a second entry with an already seen key is dropped (and counted
+    in ``duplicates``) because the first one is what readers of the feed see first.
+
+    Raises :class:`FeedParseError` when the body is not a usable feed.
+    """
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    try:
+        result = feedparser.parse(io.BytesIO(body), response_headers=headers)
+    except Exception as exc:  # feedparser has no error hierarchy: any failure is "not a feed"
+        raise FeedParseError(f"feedparser failed: {type(exc).__name__}: {exc}") from exc
+    problem = result.get("bozo_exception") if result.get("bozo") else None
+    entries_raw = result.get("entries") or []
+    if not entries_raw and (problem is not None or not result.get("version")):
+        reason = f"{type(problem).__name__}: {problem}" if problem is not None else "no feed found"
+        raise FeedParseError(f"not a usable feed ({reason})")
+    feed_meta = result.get("feed") or {}
+    base = feed_meta.get("link") if isinstance(feed_meta.get("link"), str) else None
+    base_url = urljoin(url, base) if base else url
+    seen: set[str] = set()
+    entries: list[ParsedEntry] = []
+    duplicates = 0
+    for raw in entries_raw:
+        entry = build_entry(raw, base_url)
+        if entry.entry_key in seen:
+            duplicates += 1
+            continue
+        seen.add(entry.entry_key)
+        entries.append(entry)
+    title = html_to_text(feed_meta.get("title")) or None
+    warning = f"{type(problem).__name__}: {problem}" if problem is not None else None
+    return ParsedFeed(
+        title=title,
+        ttl=_ttl(feed_meta),
+        entries=tuple(entries),
+        warning=warning,
+        duplicates=duplicates,
+    )
