@@ -1,0 +1,1 @@
+"""Discord: render digests and answers as embeds, send them, and serve the slash commands."""
