@@ -198,7 +198,9 @@ class SubscriptionConfig(_Section):
         if self.platform == "discord-webhook":
             _check_http_url(self.target)
             if "/api/webhooks/" not in self.target:
-                raise ValueError("a discord-webhook target is a webhook URL (.../api/webhooks/ID/TOKEN)")
+                raise ValueError(
+                    "a discord-webhook target is a webhook URL (.../api/webhooks/ID/TOKEN)"
+                )
         if self.platform == "telegram" and not re.fullmatch(
             r"(-?\d+|@[A-Za-z][A-Za-z0-9_]{3,})(:\d+)?", self.target
         ):
@@ -340,6 +342,8 @@ class ConfigError(Exception):
 
 _SECRET_KEYS = {"token", "discord_token", "telegram_token", "bot_token", "password", "secret"}
 
+Loc = tuple[str | int, ...]
+
 
 def _find_line(text: str, loc: Sequence[str | int]) -> int | None:
     """Best-effort line number of ``loc`` (e.g. ``("feeds", 3, "interval")``) in TOML ``text``.
@@ -347,10 +351,15 @@ def _find_line(text: str, loc: Sequence[str | int]) -> int | None:
     tomllib keeps no positions, so this scans for the table header and then the key."""
     lines = text.splitlines()
     start, end = 0, len(lines)
-    rest = list(loc)
-    if rest and isinstance(rest[0], str):
-        section = rest.pop(0)
-        index = rest.pop(0) if rest and isinstance(rest[0], int) else None
+    rest: list[str | int] = list(loc)
+    first = rest[0] if rest else None
+    if isinstance(first, str):
+        section = first
+        rest.pop(0)
+        second = rest[0] if rest else None
+        index = second if isinstance(second, int) else None
+        if index is not None:
+            rest.pop(0)
         headers = [
             i
             for i, line in enumerate(lines)
@@ -364,10 +373,8 @@ def _find_line(text: str, loc: Sequence[str | int]) -> int | None:
             if not rest:
                 return start + 1
         elif not rest:
-            key_line = next(
-                (i for i, line in enumerate(lines) if re.match(rf"^\s*{re.escape(section)}\s*=", line)),
-                None,
-            )
+            pattern = rf"^\s*{re.escape(section)}\s*="
+            key_line = next((i for i, line in enumerate(lines) if re.match(pattern, line)), None)
             return None if key_line is None else key_line + 1
     key = next((part for part in rest if isinstance(part, str)), None)
     if key is None:
@@ -378,54 +385,124 @@ def _find_line(text: str, loc: Sequence[str | int]) -> int | None:
     return start + 1 if start else None
 
 
+def _dotted(loc: Sequence[str | int]) -> str:
+    """``("feeds", 3, "interval")`` -> ``feeds[3].interval``."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _problem(where: str, text: str, loc: Sequence[str | int], message: str) -> str:
+    """One ``FILE:LINE: KEY: message`` line (``FILE: KEY: message`` when no line is found)."""
+    line = _find_line(text, loc) if text else None
+    position = f"{where}:{line}" if line else where
+    return f"{position}: {_dotted(loc) or '(top level)'}: {message}"
+
+
 def _describe(path: Path | None, text: str, error: ValidationError) -> list[str]:
     where = str(path) if path else "<config>"
     problems = []
     for item in error.errors():
         loc = [part for part in item["loc"] if isinstance(part, str | int)]
-        key = ""
-        for part in loc:
-            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-        line = _find_line(text, loc) if text else None
-        position = f"{where}:{line}" if line else where
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        problems.append(f"{position}: {key or '(top level)'}: {message}")
+        problems.append(_problem(where, text, loc, message))
     return problems
 
 
-def _secret_keys_in(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    found = []
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if key.lower() in _SECRET_KEYS:
-            found.append(name)
-        if isinstance(value, Mapping):
-            found.extend(_secret_keys_in(value, name))
+def _secret_keys_in(data: Any, prefix: Loc = ()) -> list[Loc]:
+    """Where the data holds a key named like a secret (``token``, ``password``...)."""
+    found: list[Loc] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if str(key).lower() in _SECRET_KEYS:
+                found.append((*prefix, key))
+            else:
+                found.extend(_secret_keys_in(value, (*prefix, key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found.extend(_secret_keys_in(value, (*prefix, index)))
     return found
 
 
+def _remove(data: Any, loc: Loc) -> None:
+    """Drop the key at ``loc`` so validation goes on to report the remaining problems."""
+    for part in loc[:-1]:
+        data = data[part]
+    del data[loc[-1]]
+
+
+def _duplicate_feeds(data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Feeds whose URL an earlier ``[[feeds]]`` table already has: (location, message)."""
+    feed_list = data.get("feeds")
+    if not isinstance(feed_list, list):
+        return []
+    first: dict[str, int] = {}
+    found: list[tuple[Loc, str]] = []
+    for index, feed in enumerate(feed_list):
+        url = feed.get("url") if isinstance(feed, dict) else None
+        if not isinstance(url, str):
+            continue
+        if url in first:
+            found.append(
+                (("feeds", index, "url"), f"{url!r} is already listed as feeds[{first[url]}]")
+            )
+        else:
+            first[url] = index
+    return found
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _toml_syntax_problem(where: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """``FILE:LINE: KEY: not valid TOML: ...`` naming the table and key on the offending line."""
+    match = _TOML_POSITION.search(str(exc))
+    if not match:
+        return f"{where}: not valid TOML: {exc}"
+    number = int(match.group(1))
+    lines = text.splitlines()
+    table = ""
+    for line in lines[: number - 1]:
+        header = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?", line)
+        if header:
+            table = header.group(1)
+    line_text = lines[number - 1] if 0 < number <= len(lines) else ""
+    key_match = re.match(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=", line_text)
+    key = ".".join(part for part in (table, key_match.group(1) if key_match else "") if part)
+    message = _TOML_POSITION.sub("", str(exc)).strip()
+    return f"{where}:{number}: {key or '(top level)'}: not valid TOML: {message}"
+
+
 def parse_config_text(text: str, *, path: Path | None = None) -> FileConfig:
-    """Validate TOML text as a configuration file; raise :class:`ConfigError` listing every problem."""
+    """Validate TOML text as a configuration file; raise :class:`ConfigError` listing every problem.
+
+    Every line names the file, the line (where it can be found) and the key. Secret-looking keys
+    and duplicate feeds are reported and then set aside so the rest is still validated."""
     where = str(path) if path else "<config>"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{where}: not valid TOML: {exc}"]) from None
-    problems = [
-        f"{where}:{_find_line(text, [k.rsplit('.', 1)[-1]]) or '?'}: {k}: secrets are read from "
-        "the environment only (DISCORD_TOKEN, TELEGRAM_TOKEN); remove this key from the file"
-        for k in _secret_keys_in(data)
-    ]
-    for key in problems and [k for k in _secret_keys_in(data) if "." in k]:
-        # Drop the secret key so validation reports the remaining problems too.
-        head, _, tail = key.rpartition(".")
-        section = data.get(head)
-        if isinstance(section, dict):
-            section.pop(tail, None)
-    for key in [k for k in _secret_keys_in(data) if "." not in k]:
-        data.pop(key, None)
+        raise ConfigError([_toml_syntax_problem(where, text, exc)]) from None
+    problems = []
+    for loc in _secret_keys_in(data):
+        problems.append(
+            _problem(
+                where,
+                text,
+                loc,
+                "secrets are read from the environment only (DISCORD_TOKEN, TELEGRAM_TOKEN); "
+                "remove this key from the file",
+            )
+        )
+        _remove(data, loc)
+    duplicates = _duplicate_feeds(data)
+    for loc, message in duplicates:
+        problems.append(_problem(where, text, loc, message))
+    for loc, _message in reversed(duplicates):
+        del data["feeds"][loc[1]]
     try:
         config = FileConfig.model_validate(data)
     except ValidationError as exc:
