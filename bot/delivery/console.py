@@ -15,9 +15,9 @@ from typing import TextIO
 from bot.delivery.platform import Payload
 from bot.delivery.records import OutboxMessage, Rejected, SendOutcome, Sent
 from bot.digest.records import Digest, DigestEntry, DigestSection
+from bot.storage.subscriptions import CONSOLE_PLATFORM, CONSOLE_TARGET
 
-CONSOLE_PLATFORM = "console"
-CONSOLE_TARGET = "stdout"
+__all__ = ["CONSOLE_PLATFORM", "CONSOLE_TARGET", "ConsoleRenderer", "ConsoleSender", "render_text"]
 WIDTH = 100
 RULE = "=" * 72
 
