@@ -58,10 +58,9 @@ def _check_catalog(settings: Settings, report: CheckReport) -> None:
     try:
         catalog = load_catalog(path)
     except CatalogError as exc:
+        source = getattr(exc, "path", None) or where
         problems = list(getattr(exc, "problems", None) or [str(exc)])
-        report.config_problems.extend(
-            p if p.startswith(str(path)) or path is None else f"{path}: {p}" for p in problems
-        )
+        report.config_problems.extend(f"{source}: {problem}" for problem in problems)
         return
     except OSError as exc:
         report.config_problems.append(f"{where}: cannot read the theme file: {exc}")
