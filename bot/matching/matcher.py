@@ -1,0 +1,262 @@
+"""The lexical matcher: the themes and claims a news item is *about*, with score, evidence, excerpt.
+
+How it decides (the catalog in ``themes.toml`` holds the words; this module holds the method):
+
+1. The item is split into units: the **lead** (title plus summary; the first two body sentences
+   stand in for a missing summary) and the **body** sentences of the full content, if any.
+2. Every term of the catalog (actor aliases, cue phrases, negative cues) is looked up once per
+   token position, giving for each unit the set of term groups present in it.
+3. A theme rule (e.g. ``russia_leadership + talks + ukraine``) fires when all its groups occur in
+   the lead, or inside one body sentence. A lead hit counts its full weight; body hits count
+   40% per sentence up to the full weight, so one passing mention deep in an article is not
+   enough. Distinct rules add up; negative cues in the lead subtract.
+4. The evidence total becomes a score in [0, 1] by ``1 / (1 + exp(-4 * (evidence - 1)))``; a
+   theme matches at its threshold (0.5 by default, i.e. evidence 1).
+5. Claims are checked only for themes that matched, by the claim's own rules.
+
+``Matcher.match`` is pure and thread-safe: the compiled tables are built once and only read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.matching.catalog import Catalog, Claim, Rule, Theme
+from bot.matching.excerpt import Candidate, choose_excerpt
+from bot.matching.records import ClaimMatch, Item, MatchResult, ThemeMatch
+from bot.matching.text import fold, plain_text, split_sentences
+
+# Body sentences are weighed at this share of a rule's weight each (capped at the full weight).
+BODY_SHARE = 0.4
+# Each negative cue found in the lead takes this much evidence away.
+NEGATIVE_WEIGHT = 0.6
+# Longer content is matched on its first part only: the lead paragraphs carry the story.
+MAX_CONTENT_CHARS = 20_000
+
+_WORD = re.compile(r"\w+")
+
+
+def calibrated(evidence: float) -> float:
+    """Evidence total to a score in [0, 1]; 1.0 of evidence gives 0.5."""
+    return 1.0 / (1.0 + math.exp(-4.0 * (evidence - 1.0)))
+
+
+def _tokens(term: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(fold(term)))
+
+
+def _case_sensitive(term: str) -> bool:
+    """Short all-capital terms (US, UN, IAEA, OPEC+) are acronyms: "us" must not match "US"."""
+    letters = [c for c in term if c.isalpha()]
+    return bool(letters) and len(letters) <= 5 and term == term.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """One place where a rule can fire: the lead, or one body sentence."""
+
+    groups: frozenset[str]
+    terms: dict[str, str]  # group key -> first term seen for it (for the evidence)
+
+
+class _TermIndex:
+    """Every catalog term, looked up by the token sequence it starts with."""
+
+    def __init__(self) -> None:
+        # lower-case token tuple -> group keys (case-insensitive terms)
+        self.exact: dict[tuple[str, ...], set[str]] = defaultdict(set)
+        # lower-case token tuple -> {original-case tuple -> group keys} (acronyms)
+        self.acronyms: dict[tuple[str, ...], dict[tuple[str, ...], set[str]]] = defaultdict(dict)
+        # wildcard terms: (fixed lower tokens, last-token prefix) -> group keys
+        self.prefixes: dict[tuple[tuple[str, ...], str], set[str]] = defaultdict(set)
+        self.max_len = 1
+        self.prefix_lengths: set[int] = set()
+        self.multi_starts: set[str] = set()
+
+    def add(self, term: str, key: str) -> None:
+        wildcard = term.endswith("*")
+        tokens = _tokens(term.rstrip("*"))
+        if not tokens:
+            return
+        lower = tuple(t.lower() for t in tokens)
+        if len(lower) > 1:
+            self.multi_starts.add(lower[0])
+        if wildcard:
+            self.prefixes[(lower[:-1], lower[-1])].add(key)
+            self.prefix_lengths.add(len(lower[-1]))
+            self.max_len = max(self.max_len, len(lower))
+        elif _case_sensitive(term):
+            self.acronyms[lower].setdefault(tokens, set()).add(key)
+            self.max_len = max(self.max_len, len(lower))
+        else:
+            self.exact[lower].add(key)
+            self.max_len = max(self.max_len, len(lower))
+
+    def scan(self, text: str) -> dict[str, str]:
+        """Group key -> the first term (as written in ``text``) found for it."""
+        folded = fold(text)
+        original = _WORD.findall(folded)
+        lower = [t.lower() for t in original]
+        found: dict[str, str] = {}
+        exact, acronyms, prefixes = self.exact, self.acronyms, self.prefixes
+        lengths = self.prefix_lengths
+        count = len(lower)
+        for i in range(count):
+            token = lower[i]
+            longest = self.max_len if token in self.multi_starts else 1
+            for n in range(1, min(longest, count - i) + 1):
+                key = tuple(lower[i : i + n])
+                keys = exact.get(key)
+                if keys:
+                    for k in keys:
+                        found.setdefault(k, " ".join(original[i : i + n]))
+                forms = acronyms.get(key)
+                if forms:
+                    keys = forms.get(tuple(original[i : i + n]))
+                    if keys:
+                        for k in keys:
+                            found.setdefault(k, " ".join(original[i : i + n]))
+                if prefixes:
+                    last = lower[i + n - 1]
+                    fixed = key[:-1]
+                    for length in lengths:
+                        if len(last) >= length:
+                            keys = prefixes.get((fixed, last[:length]))
+                            if keys:
+                                for k in keys:
+                                    found.setdefault(k, " ".join(original[i : i + n]))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A theme's or claim's rules with group names resolved to index keys."""
+
+    id: str
+    rules: tuple[tuple[Rule, tuple[str, ...]], ...]
+    negative_key: str | None
+    threshold: float
+    relevant_keys: frozenset[str]
+
+
+class Matcher:
+    """Matches items against a :class:`Catalog`. Build once; ``match`` is pure and thread-safe."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._index = _TermIndex()
+        for name, terms in catalog.aliases.items():
+            for term in terms:
+                self._index.add(term, f"@{name}")
+        self._themes = tuple(
+            self._compile(theme, f"{theme.id}:") for theme in catalog.themes.values()
+        )
+        self._claims = tuple(
+            (claim, self._compile(claim, f"claim/{claim.id}:")) for claim in catalog.claims.values()
+        )
+
+    def _compile(self, entry: Theme | Claim, prefix: str) -> _Compiled:
+        cues = entry.cues or {}
+        for name, terms in cues.items():
+            for term in terms:
+                self._index.add(term, prefix + name)
+        negative_key = None
+        if isinstance(entry, Theme) and entry.negatives:
+            negative_key = prefix + "!negative"
+            for term in entry.negatives:
+                self._index.add(term, negative_key)
+        rules = tuple(
+            (rule, tuple(prefix + g if g in cues else f"@{g}" for g in rule.groups))
+            for rule in entry.rules
+        )
+        relevant = frozenset(k for _, keys in rules for k in keys)
+        return _Compiled(entry.id, rules, negative_key, entry.threshold, relevant)
+
+    # -- per item ---------------------------------------------------------------------------
+
+    def _units(self, item: Item) -> tuple[_Unit, list[_Unit], list[str], int]:
+        """The lead unit, the body units, all sentences (summary then body) and the lead count."""
+        title = plain_text(item.title or "")
+        summary = split_sentences(plain_text(item.summary or ""))
+        body: list[str] = []
+        if item.content:
+            seen = set(summary)
+            body = [
+                s
+                for s in split_sentences(plain_text(item.content[:MAX_CONTENT_CHARS]))
+                if s not in seen
+            ]
+        lead_sentences = summary if summary else body[:2]
+        if not summary:
+            body = body[2:]
+        scan = self._index.scan
+        lead_terms: dict[str, str] = scan(title)
+        sentence_terms = [scan(s) for s in lead_sentences]
+        for terms in sentence_terms:
+            for key, term in terms.items():
+                lead_terms.setdefault(key, term)
+        body_terms = [scan(s) for s in body]
+        lead = _Unit(frozenset(lead_terms), lead_terms)
+        units = [_Unit(frozenset(t), t) for t in sentence_terms + body_terms]
+        return lead, units, [*lead_sentences, *body], len(lead_sentences)
+
+    @staticmethod
+    def _evidence(compiled: _Compiled, lead: _Unit, body: list[_Unit]) -> tuple[float, list[str]]:
+        total = 0.0
+        evidence: list[str] = []
+        for rule, keys in compiled.rules:
+            if all(k in lead.groups for k in keys):
+                total += rule.weight
+                evidence.append("lead: " + " + ".join(lead.terms[k] for k in keys))
+                continue
+            hits = [u for u in body if all(k in u.groups for k in keys)]
+            if hits:
+                total += rule.weight * min(1.0, BODY_SHARE * len(hits))
+                terms = " + ".join(hits[0].terms[k] for k in keys)
+                evidence.append(f"body x{len(hits)}: {terms}")
+        if compiled.negative_key and compiled.negative_key in lead.groups:
+            total -= NEGATIVE_WEIGHT
+            evidence.append("negative: " + lead.terms[compiled.negative_key])
+        return total, evidence
+
+    def match(self, item: Item) -> MatchResult:
+        """The themes (score, excerpt, evidence) and claims ``item`` is about; empty when none."""
+        lead, units, sentences, lead_count = self._units(item)
+        body_units = units[lead_count:]
+        themes: list[ThemeMatch] = []
+        for compiled in self._themes:
+            evidence_total, evidence = self._evidence(compiled, lead, body_units)
+            score = calibrated(evidence_total)
+            if score < compiled.threshold:
+                continue
+            candidates = [
+                Candidate(text, float(len(compiled.relevant_keys & unit.groups)), n)
+                for n, (text, unit) in enumerate(zip(sentences, units, strict=True))
+            ]
+            excerpt = choose_excerpt(candidates, title=plain_text(item.title or ""))
+            themes.append(ThemeMatch(compiled.id, round(score, 4), excerpt, tuple(evidence)))
+        themes.sort(key=lambda m: -m.score)
+        claims = self._claims_for(themes, lead, body_units)
+        return MatchResult(item.id, tuple(themes), tuple(claims))
+
+    def _claims_for(
+        self, themes: Iterable[ThemeMatch], lead: _Unit, body: list[_Unit]
+    ) -> list[ClaimMatch]:
+        theme_scores = {m.theme_id: m.score for m in themes}
+        if not theme_scores:
+            return []
+        found: list[ClaimMatch] = []
+        for claim, compiled in self._claims:
+            parent = max((theme_scores.get(t, 0.0) for t in claim.themes), default=0.0)
+            if parent <= 0.0:
+                continue
+            total, evidence = self._evidence(compiled, lead, body)
+            score = min(parent, calibrated(total))
+            if score >= compiled.threshold:
+                found.append(ClaimMatch(claim.id, round(score, 4), tuple(evidence)))
+        found.sort(key=lambda m: -m.score)
+        return found
