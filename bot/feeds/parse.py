@@ -184,6 +184,17 @@ def html_to_text(fragment: str | None) -> str:
     return _BLANK_LINES.sub("\n", text).strip()
 
 
+def _text_of(value: Any, detail: Any) -> str:
+    """A feedparser text construct as plain text: HTML is stripped; text that feedparser says is
+    plain (``type='text/plain'``) is kept, so a literal ``<`` in a headline survives."""
+    if not isinstance(value, str):
+        return ""
+    kind = detail.get("type") if isinstance(detail, Mapping) else None
+    if kind == "text/plain":
+        return _BLANK_LINES.sub("\n", _SPACES.sub(" ", value.replace("\xa0", " "))).strip()
+    return html_to_text(value)
+
+
 def title_fingerprint(title: str) -> str:
     """Lower-case words of a title without accents or punctuation: equal for the same headline
     as written by two feeds that differ only in typography."""
@@ -249,8 +260,8 @@ def _ttl(feed: Mapping[str, Any]) -> timedelta | None:
 
 def build_entry(entry: Mapping[str, Any], base_url: str | None) -> ParsedEntry:
     """Normalise one feedparser entry."""
-    title = html_to_text(entry.get("title"))
-    summary = html_to_text(entry.get("summary"))
+    title = _text_of(entry.get("title"), entry.get("title_detail"))
+    summary = _text_of(entry.get("summary"), entry.get("summary_detail"))
     content = _content(entry)
     link = canonical_link(entry.get("link"), base_url)
     published = _utc(entry.get("published_parsed")) or _utc(entry.get("updated_parsed"))
@@ -292,7 +303,9 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
         raise FeedParseError(f"feedparser failed: {type(exc).__name__}: {exc}") from exc
     problem = result.get("bozo_exception") if result.get("bozo") else None
     entries_raw = result.get("entries") or []
-    if not entries_raw and (problem is not None or not result.get("version")):
+    # No entries and no recognisable feed format: HTML, JSON, garbage. A recognised feed with
+    # no entries is just quiet, even when feedparser complained about something on the way.
+    if not entries_raw and not result.get("version"):
         reason = f"{type(problem).__name__}: {problem}" if problem is not None else "no feed found"
         raise FeedParseError(f"not a usable feed ({reason})")
     feed_meta = result.get("feed") or {}
@@ -308,7 +321,7 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
             continue
         seen.add(entry.entry_key)
         entries.append(entry)
-    title = html_to_text(feed_meta.get("title")) or None
+    title = _text_of(feed_meta.get("title"), feed_meta.get("title_detail")) or None
     warning = f"{type(problem).__name__}: {problem}" if problem is not None else None
     return ParsedFeed(
         title=title,

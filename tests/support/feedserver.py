@@ -11,10 +11,12 @@ API (everything else is private)::
         server.url("feeds/x.xml", copy=3)       # same file under a distinct URL (/copy/3/...)
         server.put("mine.xml", b"<rss>...", content_type="application/rss+xml")
         server.behave("feeds/x.xml", slow(2.0))  # or rate_limited(), error(500), redirect(...),
-                                                 # oversize(...), gzipped(), gzip_bomb(...)
+                                                 # oversize(...), gzipped(), gzip_bomb(...),
+                                                 # no_validators()
         server.clear("feeds/x.xml")              # back to normal
         server.requests_for("feeds/x.xml")       # [Seen(path, status, headers)], in order
         server.wait_for_requests(10, timeout=5)  # block until that many requests were answered
+        server.peak_in_flight()                  # most requests answered at once (concurrency)
 
 Paths are relative to the root, without a leading slash. ``/copy/N/REST`` serves ``REST``: the
 benchmark uses it to present K copies of the corpus as K distinct feeds.
@@ -62,6 +64,8 @@ class Behaviour:
     declare_length: bool = True
     bomb: int | None = None
     """Send a gzip body that inflates to this many bytes (zeros)."""
+    validators: bool = True
+    """Send ETag/Last-Modified and answer conditional requests with 304."""
 
 
 def slow(seconds: float) -> Behaviour:
@@ -92,6 +96,11 @@ def oversize(size: int, *, declare_length: bool = True) -> Behaviour:
 def gzipped() -> Behaviour:
     """The document with ``Content-Encoding: gzip``."""
     return Behaviour(gzip=True)
+
+
+def no_validators() -> Behaviour:
+    """The document without ETag/Last-Modified: every request gets the full body."""
+    return Behaviour(validators=False)
 
 
 def gzip_bomb(inflated_size: int) -> Behaviour:
@@ -141,6 +150,8 @@ class FeedServer:
         self._documents: dict[str, _Document] = {}
         self._versions = 0
         self._seen: list[Seen] = []
+        self._in_flight = 0
+        self._peak_in_flight: dict[str, int] = {}
         self._stopping = threading.Event()
         self._bombs: dict[int, bytes] = {}
         self._gzip_cache: dict[str, bytes] = {}
@@ -214,12 +225,27 @@ class FeedServer:
         wanted = path.lstrip("/")
         return [seen for seen in self.requests if seen.path == wanted]
 
+    def peak_in_flight(self, host: str = "") -> int:
+        """Most requests this server was answering at once (optionally: per ``Host`` header)."""
+        with self._lock:
+            return self._peak_in_flight.get(host, 0)
+
     def wait_for_requests(self, count: int, *, timeout: float) -> bool:
         """Block until ``count`` requests in total were answered; False on timeout."""
         with self._lock:
             return self._lock.wait_for(lambda: len(self._seen) >= count, timeout=timeout)
 
     # -- internals used by the handler ----------------------------------------------------
+    def _enter(self, host: str) -> None:
+        with self._lock:
+            self._in_flight += 1
+            for key in ("", host):
+                self._peak_in_flight[key] = max(self._peak_in_flight.get(key, 0), self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def _note(self, path: str, status: int, headers: Mapping[str, str]) -> None:
         with self._lock:
             if self._record:
@@ -286,12 +312,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = unquote(urlsplit(self.path).path).lstrip("/")
         path = _strip_copy(raw_path)
         behaviour, document = state._lookup(path)
-        if behaviour.delay and state._stopping.wait(behaviour.delay):
-            return
+        state._enter(self.headers.get("Host", ""))
         try:
+            if behaviour.delay and state._stopping.wait(behaviour.delay):
+                return
             status = self._answer(state, path, behaviour, document)
         except (BrokenPipeError, ConnectionResetError):
             status = -1  # the client gave up (size caps, timeouts): what the tests provoke
+        finally:
+            state._leave()
         state._note(raw_path, status, dict(self.headers.items()))
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> int:
@@ -328,7 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
             "ETag": document.etag,
             "Last-Modified": format_datetime(document.last_modified, usegmt=True),
         }
-        if self._not_modified(document):
+        if not behaviour.validators:
+            validators = {}
+        elif self._not_modified(document):
             return self._send(304, b"", {**validators, **extra})
         headers = {"Content-Type": document.content_type, **validators, **extra}
         body = document.body
