@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Sequence
 from datetime import UTC
 from typing import TextIO
 
+from bot.commands.answers import ClaimInfo, MatchedItem
 from bot.delivery.platform import Payload
 from bot.delivery.records import OutboxMessage, Rejected, SendOutcome, Sent
 from bot.digest.records import Digest, DigestEntry, DigestSection
 from bot.storage.subscriptions import CONSOLE_PLATFORM, CONSOLE_TARGET
 
-__all__ = ["CONSOLE_PLATFORM", "CONSOLE_TARGET", "ConsoleRenderer", "ConsoleSender", "render_text"]
+__all__ = [
+    "CONSOLE_PLATFORM",
+    "CONSOLE_TARGET",
+    "ConsoleRenderer",
+    "ConsoleSender",
+    "render_claim",
+    "render_claims",
+    "render_text",
+]
 WIDTH = 100
 RULE = "=" * 72
 
@@ -99,3 +109,45 @@ class ConsoleSender:
         stream.write(text if text.endswith("\n") else text + "\n")
         stream.flush()
         return Sent(message_id=f"console-{message.nonce}")
+
+
+def render_claims(claims: Sequence[ClaimInfo]) -> str:
+    """``counterparty claims``: every tracked claim, as ``/claims`` lists them."""
+    lines = [f"{len(claims)} tracked claims (details: counterparty claim ID)", ""]
+    for claim in claims:
+        lines.append(f"{claim.id}  [{', '.join(claim.themes)}]")
+        lines.extend(_wrap(f"{claim.claimant}: {claim.quote}", "    "))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_claim(claim: ClaimInfo, recent: Sequence[MatchedItem]) -> str:
+    """``counterparty claim ID``: the claim, who said it, where and when, the essay's comment,
+    and the latest matched items with their best excerpt (what ``/claim`` shows)."""
+    lines = [f"Claim {claim.id}", ""]
+    lines.extend(_wrap(claim.quote, "  "))
+    lines.append(f"  - {claim.claimant}")
+    where = ", ".join(part for part in (claim.source, claim.date) if part)
+    if where:
+        lines.extend(_wrap(f"Source: {where}", "  "))
+    if claim.comment:
+        lines.extend(_wrap(f"The essay: {claim.comment}", "  "))
+    lines.append(f"  Themes: {', '.join(claim.themes)}")
+    lines.append("")
+    if not recent:
+        lines.append("No matched news items yet.")
+    else:
+        lines.append("Latest evidence:")
+        for item in recent:
+            stamp = (
+                item.published.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+                if item.published
+                else "time unknown"
+            )
+            lines.extend(_wrap(f"- {item.title}", "  "))
+            lines.append(f"    {item.outlet} · {stamp}")
+            if item.link:
+                lines.append(f"    {item.link}")
+            if item.excerpt:
+                lines.extend(_wrap(f"“{item.excerpt}”", "    > "))
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,339 @@
+"""The composition root for ``counterparty run``: open everything, schedule the jobs, stop cleanly.
+
+What runs (APScheduler 3.11 ``AsyncIOScheduler``, time zone UTC, in-memory jobs rebuilt at
+every start; the database is the real schedule, so the jobs are short idempotent ticks):
+
+========== ========================== =================================================
+job        every                      calls
+========== ========================== =================================================
+poll       ``[fetch].tick``           :meth:`bot.feeds.pipeline.Poller.poll_due`, then
+                                      (when something new was stored) match, digest, drain
+match      ``MATCH_EVERY``            :func:`bot.matching.store.match_pending` (in a thread)
+digest     ``DIGEST_EVERY``           :func:`bot.digest.service.run_due_digests` (thread)
+drain      ``[delivery].drain_interval`` :meth:`bot.delivery.outbox.Outbox.drain`
+house      ``HOUSEKEEPING_EVERY``     :func:`housekeeping` (old sent/failed rows)
+heartbeat  ``HEARTBEAT_EVERY``        :func:`bot.ops.health.beat`
+========== ========================== =================================================
+
+Each step holds its own lock, so a scheduled run and the poll job's follow-up never overlap.
+
+Start-up: migrate the database, sync ``[[feeds]]`` and ``[[subscriptions]]`` from the config,
+then one round of poll (never-fetched feeds are due at once) -> match -> digest -> drain, which
+also delivers every stored match a subscription has not received yet, whichever process stored
+it. Then the jobs take over until SIGTERM or SIGINT.
+
+Platforms: for each chat platform whose token is set, ``build(settings, engine, catalog)`` from
+``bot.delivery.<platform>.service`` returns a :class:`~bot.delivery.platform.PlatformService`
+whose renderers and senders join the outbox and whose ``start``/``stop`` frame the run. With no
+token at all, the console platform prints every digest to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine, delete
+
+from bot.delivery.console import ConsoleRenderer, ConsoleSender
+from bot.delivery.outbox import DeliveryPolicy, Outbox
+from bot.delivery.platform import PlatformService, Renderer, by_platform
+from bot.delivery.records import Sender
+from bot.digest.service import run_due_digests
+from bot.matching.catalog import Catalog, load_catalog
+from bot.settings import Settings
+from bot.storage import subscriptions as subs_repo
+from bot.storage.db import open_database
+from bot.storage.schema import outbox
+
+log = logging.getLogger(__name__)
+
+MATCH_EVERY = timedelta(seconds=5)
+DIGEST_EVERY = timedelta(seconds=5)
+HOUSEKEEPING_EVERY = timedelta(hours=1)
+HEARTBEAT_EVERY = timedelta(seconds=30)
+KEEP_DELIVERED = timedelta(days=30)
+STOP_GRACE = 30.0
+
+# Platform module per token; each exposes build(settings, engine, catalog).
+PLATFORM_MODULES = {
+    "discord": "bot.delivery.discord.service",
+    "telegram": "bot.delivery.telegram.service",
+}
+
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def housekeeping(engine: Engine, *, now: datetime, keep: timedelta = KEEP_DELIVERED) -> int:
+    """Delete outbox rows sent or failed more than ``keep`` ago. ``digest_items`` stays (its
+    ``outbox_id`` becomes NULL), so nothing is ever delivered twice. Returns rows deleted."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            delete(outbox).where(
+                outbox.c.status.in_(["sent", "failed"]), outbox.c.created_at < now - keep
+            )
+        )
+    return int(result.rowcount or 0)
+
+
+def build_platform_services(
+    settings: Settings, engine: Engine, catalog: Catalog
+) -> list[PlatformService]:
+    """The services of every platform whose token is set. A platform whose module is missing
+    is reported in the log and skipped (its posts wait in the outbox)."""
+    tokens = {"discord": settings.env.discord_token, "telegram": settings.env.telegram_token}
+    services: list[PlatformService] = []
+    for platform, module_name in PLATFORM_MODULES.items():
+        if tokens[platform] is None:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            log.error("%s token is set, but this build has no %s support", platform, platform)
+            continue
+        service = module.build(settings, engine, catalog)
+        if service is not None:
+            services.append(service)
+    return services
+
+
+@dataclass(slots=True)
+class App:
+    """One running bot: the engine, the catalog, the platforms and the job steps."""
+
+    settings: Settings
+    engine: Engine
+    catalog: Catalog
+    services: Sequence[PlatformService] = ()
+    console: bool = False
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    renderers: dict[str, Renderer] = field(init=False)
+    outbox: Outbox = field(init=False)
+    _poller: Any = field(init=False, default=None)
+    _matcher: Any = field(init=False, default=None)
+    _locks: dict[str, asyncio.Lock] = field(init=False)
+
+    def __post_init__(self) -> None:
+        renderers: list[Renderer] = []
+        senders: list[Sender] = []
+        if self.console:
+            renderers.append(ConsoleRenderer())
+            senders.append(ConsoleSender())
+        for service in self.services:
+            renderers.extend(service.renderers)
+            senders.extend(service.senders)
+        self.renderers = dict(by_platform(renderers))
+        self.outbox = Outbox(
+            self.engine,
+            senders=by_platform(senders),
+            policy=DeliveryPolicy.from_settings(self.settings.file.delivery),
+            owner=self.owner,
+        )
+        self._locks = {name: asyncio.Lock() for name in ("poll", "match", "digest", "drain")}
+
+    async def _step(self, name: str, work: Callable[[], Awaitable[T]]) -> T:
+        async with self._locks[name]:
+            return await work()
+
+    # -- the steps (each idempotent) ------------------------------------------------------------
+    async def poll(self) -> None:
+        summary = await self._step("poll", lambda: self._poller.poll_due(utcnow()))
+        if summary.new_entries or summary.updated_entries:
+            await self.match()
+            await self.digest()
+            await self.drain()
+
+    async def match(self) -> int:
+        from bot.matching.store import match_pending
+
+        def work() -> Awaitable[int]:
+            return asyncio.to_thread(match_pending, self.engine, self._matcher, now=utcnow())
+
+        count = await self._step("match", work)
+        if count:
+            log.info("matched %d entries", count)
+        return count
+
+    async def digest(self) -> int:
+        def work() -> Awaitable[Any]:
+            return asyncio.to_thread(
+                run_due_digests,
+                self.engine,
+                catalog=self.catalog,
+                renderers=self.renderers,
+                now=utcnow(),
+            )
+
+        summary = await self._step("digest", work)
+        if summary.digests:
+            log.info("enqueued %d digests (%d messages)", summary.digests, summary.messages)
+        return int(summary.digests)
+
+    async def drain(self) -> None:
+        summary = await self._step("drain", lambda: self.outbox.drain(now=utcnow()))
+        if summary.sent or summary.failed or summary.paused:
+            log.info(
+                "delivery: %d sent, %d retried, %d paused, %d failed",
+                summary.sent,
+                summary.retried,
+                summary.paused,
+                summary.failed,
+            )
+
+    async def heartbeat(self) -> None:
+        from bot.ops.health import beat
+
+        await asyncio.to_thread(beat, self.engine, owner=self.owner, now=utcnow())
+
+    async def housekeeping(self) -> None:
+        deleted = await asyncio.to_thread(housekeeping, self.engine, now=utcnow())
+        if deleted:
+            log.info("housekeeping: deleted %d old outbox rows", deleted)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def sync_subscriptions(self) -> None:
+        with self.engine.begin() as conn:
+            subs_repo.sync_from_config(conn, self.settings.subscriptions, now=utcnow())
+            subs_repo.ensure_console(conn, active=self.console, now=utcnow())
+
+    def _schedule(self, scheduler: AsyncIOScheduler) -> None:
+        jobs: list[tuple[str, Callable[[], Awaitable[Any]], timedelta]] = [
+            ("poll", self.poll, self.settings.file.fetch.tick),
+            ("match", self.match, MATCH_EVERY),
+            ("digest", self.digest, DIGEST_EVERY),
+            ("drain", self.drain, self.settings.file.delivery.drain_interval),
+            ("housekeeping", self.housekeeping, HOUSEKEEPING_EVERY),
+            ("heartbeat", self.heartbeat, HEARTBEAT_EVERY),
+        ]
+        for name, func, every in jobs:
+            scheduler.add_job(
+                _logged(name, func),
+                "interval",
+                seconds=every.total_seconds(),
+                id=name,
+                name=name,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=max(int(every.total_seconds()), 1),
+                replace_existing=True,
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, run until ``stop`` is set, then stop everything."""
+        from bot.feeds.pipeline import Poller
+        from bot.matching.matcher import Matcher
+
+        self._matcher = Matcher(self.catalog)
+        await asyncio.to_thread(self.sync_subscriptions)
+        async with Poller(self.settings, self.engine, owner=self.owner) as poller:
+            self._poller = poller
+            await poller.sync_config()
+            started: list[PlatformService] = []
+            try:
+                for service in self.services:
+                    await service.start()
+                    started.append(service)
+                await self.heartbeat()
+                # Start-up round: never-fetched feeds, then everything stored but undelivered.
+                await _logged("poll", self._poll_only)()
+                await _logged("match", self.match)()
+                await _logged("digest", self.digest)()
+                await _logged("drain", self.drain)()
+                scheduler = AsyncIOScheduler(timezone=UTC)
+                self._schedule(scheduler)
+                scheduler.start()
+                log.info("counterparty is running (%s)", self._platform_names())
+                try:
+                    await stop.wait()
+                finally:
+                    log.info("stopping")
+                    scheduler.shutdown(wait=False)
+                    await self._wait_for_steps()
+            finally:
+                for service in reversed(started):
+                    try:
+                        await service.stop()
+                    except Exception:
+                        log.exception("platform service %s did not stop cleanly", service.name)
+        self._poller = None
+
+    async def _poll_only(self) -> None:
+        await self._step("poll", lambda: self._poller.poll_due(utcnow()))
+
+    async def _wait_for_steps(self) -> None:
+        """Let a running step finish (it is short) so nothing is cut half-way."""
+
+        async def all_locks() -> None:
+            for lock in self._locks.values():
+                async with lock:
+                    pass
+
+        try:
+            await asyncio.wait_for(all_locks(), timeout=STOP_GRACE)
+        except TimeoutError:
+            log.warning("a job was still running after %.0f s; stopping anyway", STOP_GRACE)
+
+    def _platform_names(self) -> str:
+        names = [s.name for s in self.services]
+        if self.console:
+            names.append("console output")
+        return ", ".join(names) or "no platform"
+
+
+def _logged(name: str, func: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+    """Wrap a job so one failed run is logged with its traceback and the next run still
+    happens (the scheduler would otherwise only log it without context)."""
+
+    async def job() -> None:
+        try:
+            await func()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s failed; it runs again at its next tick", name)
+
+    job.__name__ = f"job_{name}"
+    return job
+
+
+async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """``counterparty run``: the whole bot until SIGTERM/SIGINT (or ``stop``). Returns 0."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # Not available off the main thread or on Windows; the caller's ``stop`` still works.
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    engine = await asyncio.to_thread(open_database, settings.database_url)
+    try:
+        catalog = (
+            load_catalog(settings.resolve(settings.file.bot.themes_file))
+            if (settings.file.bot.themes_file)
+            else load_catalog()
+        )
+        services = build_platform_services(settings, engine, catalog)
+        app = App(settings, engine, catalog, services=services, console=not services)
+        await app.run(stop)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        engine.dispose()
+    return 0
