@@ -72,6 +72,14 @@ _MENTION_WORD = re.compile(r"@(everyone|here)", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 
 
+def escape_lines(text: str, *, max_length: int | None = None) -> str:
+    """:func:`escape` for plain text whose line breaks should stay (our own sentences with
+    user input in them); each line is made inert on its own."""
+    lines = [escape(line) for line in text.splitlines()]
+    joined = "\n".join(lines)
+    return clip(joined, max_length) if max_length is not None else joined
+
+
 def escape(text: str, *, max_length: int | None = None) -> str:
     """Make untrusted text inert in Discord markdown, on one line, optionally clipped.
 
@@ -344,7 +352,10 @@ def _feed_field(feed: FeedInfo) -> tuple[str, str]:
 def _notice(answer: Notice) -> list[_Block]:
     colour = OK_COLOUR if answer.ok else ERROR_COLOUR
     title = answer.title or ("Done" if answer.ok else "Cannot do that")
-    return [_Block(title=title, description=answer.text, colour=colour)]
+    description = escape_lines(answer.text, max_length=DESCRIPTION_MAX)
+    return [
+        _Block(title=escape(title, max_length=TITLE_MAX), description=description, colour=colour)
+    ]
 
 
 def _blocks_for(answer: Answer) -> tuple[list[_Block], str | None]:
@@ -378,7 +389,9 @@ def _blocks_for(answer: Answer) -> tuple[list[_Block], str | None]:
             return [block], f"claim {claim.id}"
         case SubscriptionsAnswer(subscriptions=subs):
             if not subs:
-                return _notice(Notice("This channel has no subscriptions. Use `/subscribe`.")), None
+                return _notice(
+                    Notice("This channel has no subscriptions. Use /subscribe to add one.")
+                ), None
             return [_Block("Subscriptions", "", [_subscription_line(s) for s in subs])], None
         case DigestPreviewAnswer(digest=digest, subscribed=subscribed):
             if digest is None or digest.empty:
