@@ -1,0 +1,133 @@
+"""match_pending on a real database (SQLite by default, PostgreSQL with COUNTERPARTY_TEST_DB)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, insert, select, update
+
+from bot.matching.catalog import load_catalog
+from bot.matching.matcher import Matcher
+from bot.matching.store import match_pending
+from bot.storage.db import open_database
+from bot.storage.schema import entries, feeds, matches
+
+T0 = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)
+MATCHER = Matcher(load_catalog())
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()
+
+
+def add_entry(engine: Engine, feed_id: int, key: str, title: str, summary: str = "") -> int:
+    with engine.begin() as conn:
+        result = conn.execute(
+            insert(entries).values(
+                feed_id=feed_id,
+                entry_key=key,
+                title=title,
+                summary=summary,
+                content_hash=key.ljust(64, "0"),
+                story_key=key,
+                first_seen_at=T0,
+                updated_at=T0,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def add_feed(engine: Engine) -> int:
+    with engine.begin() as conn:
+        result = conn.execute(insert(feeds).values(url="http://127.0.0.1/feed.xml", created_at=T0))
+        return int(result.inserted_primary_key[0])
+
+
+def rows_for(engine: Engine, entry_id: int) -> list[tuple[str, str, float, str | None]]:
+    with engine.connect() as conn:
+        return [
+            (r.kind, r.ref_id, r.score, r.excerpt)
+            for r in conn.execute(
+                select(matches).where(matches.c.entry_id == entry_id).order_by(matches.c.id)
+            )
+        ]
+
+
+def test_match_pending_writes_theme_and_claim_rows_and_stamps_entries(engine: Engine) -> None:
+    feed = add_feed(engine)
+    talks = add_entry(
+        engine, feed, "a", "Putin says Russia is ready for talks to end the war in Ukraine"
+    )
+    other = add_entry(engine, feed, "b", "Local bakery wins national bread prize")
+
+    assert match_pending(engine, MATCHER, now=T0) == 2
+
+    rows = rows_for(engine, talks)
+    assert ("theme", "putin-deal") in [(k, r) for k, r, _, _ in rows]
+    assert ("claim", "putin-ready-to-deal") in [(k, r) for k, r, _, _ in rows]
+    theme_row = next(r for r in rows if r[0] == "theme")
+    assert 0.5 <= theme_row[2] <= 1.0
+    assert theme_row[3]
+    assert rows_for(engine, other) == []
+    with engine.connect() as conn:
+        stamps = conn.execute(select(entries.c.matched_at)).scalars().all()
+        evidence = conn.execute(
+            select(matches.c.evidence).where(matches.c.kind == "theme")
+        ).scalar_one()
+    assert stamps == [T0, T0]
+    assert isinstance(evidence, list)
+    assert evidence
+
+
+def test_match_pending_is_idempotent_and_replaces_rows_when_content_changes(
+    engine: Engine,
+) -> None:
+    feed = add_feed(engine)
+    entry = add_entry(engine, feed, "a", "US warplanes strike nuclear sites in Iran")
+    assert match_pending(engine, MATCHER, now=T0) == 1
+    first = rows_for(engine, entry)
+    assert [r[1] for r in first if r[0] == "theme"] == ["iran-war-diplomacy"]
+
+    assert match_pending(engine, MATCHER, now=T0 + timedelta(minutes=1)) == 0
+    assert rows_for(engine, entry) == first
+
+    # The poller stores new content and clears matched_at: the old rows are replaced.
+    with engine.begin() as conn:
+        conn.execute(
+            update(entries)
+            .where(entries.c.id == entry)
+            .values(
+                title="Kremlin rejects the US ceasefire plan for Ukraine",
+                matched_at=None,
+                updated_at=T0 + timedelta(minutes=2),
+            )
+        )
+    assert match_pending(engine, MATCHER, now=T0 + timedelta(minutes=3)) == 1
+    assert [r[1] for r in rows_for(engine, entry) if r[0] == "theme"] == ["putin-deal"]
+
+
+def test_match_pending_respects_the_limit_and_takes_oldest_first(engine: Engine) -> None:
+    feed = add_feed(engine)
+    ids = [add_entry(engine, feed, f"k{n}", f"Item number {n}") for n in range(5)]
+    assert match_pending(engine, MATCHER, now=T0, limit=2) == 2
+    with engine.connect() as conn:
+        done = (
+            conn.execute(
+                select(entries.c.id).where(entries.c.matched_at.is_not(None)).order_by(entries.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert done == ids[:2]
+    assert match_pending(engine, MATCHER, now=T0, limit=10) == 3
+    assert match_pending(engine, MATCHER, now=T0) == 0
+
+
+def test_match_pending_refuses_a_naive_now(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        match_pending(engine, MATCHER, now=datetime(2026, 3, 6))
