@@ -161,8 +161,7 @@ class FeedServer:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> FeedServer:
         handler = type("_BoundHandler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer((self._host, self._port), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -291,6 +290,17 @@ class FeedServer:
             with self._lock:
                 self._bombs[size] = cached
         return cached
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client closing its connection (caps, timeouts, pooled sockets) is normal here;
+        anything else is still printed by the default handler."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _strip_copy(path: str) -> str:
