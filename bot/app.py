@@ -64,6 +64,8 @@ HOUSEKEEPING_EVERY = timedelta(hours=1)
 HEARTBEAT_EVERY = timedelta(seconds=30)
 KEEP_DELIVERED = timedelta(days=30)
 STOP_GRACE = 30.0
+# A first console run also shows what was stored (e.g. by `poll --once`) this long before it.
+CONSOLE_LOOKBACK = timedelta(hours=24)
 
 # Platform module per token; each exposes build(settings, engine, catalog).
 PLATFORM_MODULES = {
@@ -210,7 +212,10 @@ class App:
     def sync_subscriptions(self) -> None:
         with self.engine.begin() as conn:
             subs_repo.sync_from_config(conn, self.settings.subscriptions, now=utcnow())
-            subs_repo.ensure_console(conn, active=self.console, now=utcnow())
+            now = utcnow()
+            subs_repo.ensure_console(
+                conn, active=self.console, now=now, since=now - CONSOLE_LOOKBACK
+            )
 
     def _schedule(self, scheduler: AsyncIOScheduler) -> None:
         jobs: list[tuple[str, Callable[[], Awaitable[Any]], timedelta]] = [

@@ -244,18 +244,22 @@ def resume(conn: Connection, subscription_id: int, *, now: datetime) -> None:
     )
 
 
-def ensure_console(conn: Connection, *, active: bool, now: datetime) -> Subscription | None:
+def ensure_console(
+    conn: Connection, *, active: bool, now: datetime, since: datetime | None = None
+) -> Subscription | None:
     """The built-in console subscription (every theme, instant), used when no token is set.
 
-    ``active=False`` pauses it (a platform token is configured); it is created only when
-    needed."""
+    ``since`` (default ``now``) is where a new console subscription starts: ``counterparty run``
+    passes a day back, so matches a ``counterparty poll --once`` stored just before the first
+    run are shown too. ``active=False`` pauses it (a platform token is configured); it is
+    created only when needed."""
     existing = find(conn, CONSOLE_PLATFORM, CONSOLE_TARGET)
     if not active:
         if existing is not None and not existing.paused:
             pause(conn, existing.id, "a chat platform token is set; console output is off")
         return existing
     if existing is None:
-        return upsert(
+        created = upsert(
             conn,
             platform=CONSOLE_PLATFORM,
             target=CONSOLE_TARGET,
@@ -263,6 +267,11 @@ def ensure_console(conn: Connection, *, active: bool, now: datetime) -> Subscrip
             origin="console",
             label="console",
         )
+        if since is not None:
+            conn.execute(
+                update(subscriptions).where(subscriptions.c.id == created.id).values(since=since)
+            )
+        return get(conn, created.id)
     if existing.paused:
         resume(conn, existing.id, now=now)
     return get(conn, existing.id)
