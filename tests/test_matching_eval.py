@@ -1,0 +1,73 @@
+"""Evaluation arithmetic, and the matcher's targets on the labelled test split (never tuned on)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.matching.catalog import load_catalog
+from bot.matching.eval import KeywordBaseline, Labelled, evaluate, read_labelled
+from bot.matching.matcher import Matcher
+from bot.matching.records import Item
+from tests.conftest import REPO, SHARED, shared_path
+
+
+def test_evaluate_counts_per_theme_and_averages() -> None:
+    labelled = [
+        Labelled(Item("1", "a"), frozenset({"x"})),
+        Labelled(Item("2", "b"), frozenset({"x", "y"})),
+        Labelled(Item("3", "c"), frozenset()),
+    ]
+    predictions = {"1": ["x"], "2": ["y"], "3": ["x"]}
+    report = evaluate("t", lambda item: predictions[item.id], labelled, ["x", "y", "z"])
+    x, y, z = report.themes
+    assert (x.tp, x.fp, x.fn) == (1, 1, 1)
+    assert (y.tp, y.fp, y.fn) == (1, 0, 0)
+    assert (z.tp, z.fp, z.fn) == (0, 0, 0)
+    assert report.micro.precision == pytest.approx(2 / 3)
+    assert report.micro.recall == pytest.approx(2 / 3)
+    assert [t.theme_id for t in report.scored] == ["x", "y"]  # z has no positives
+    assert report.macro_f1 == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_keyword_baseline_matches_any_keyword_as_a_whole_word() -> None:
+    baseline = KeywordBaseline(load_catalog())
+    assert "putin-deal" in baseline(Item("1", "Putin visits a school"))
+    assert "putin-deal" not in baseline(Item("2", "Putinesque architecture"))
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_targets_on_the_labelled_test_split(tmp_path: Path) -> None:
+    shared_path("corpus", "dev-items.jsonl")
+    labels = REPO / "eval" / "dev-labels.jsonl"
+    if not labels.exists():
+        pytest.skip("eval/dev-labels.jsonl is absent")
+    items = tmp_path / "items.jsonl"
+    subprocess.run(
+        [sys.executable, str(REPO / "eval" / "make_items.py"), str(items), "--shared", str(SHARED)],
+        check=True,
+        capture_output=True,
+    )
+    catalog = load_catalog()
+    test = [x for x in read_labelled(labels, items, catalog.themes) if x.split == "test"]
+    assert len(test) >= 300
+    matcher = Matcher(catalog)
+    report = evaluate(
+        "matcher",
+        lambda i: [m.theme_id for m in matcher.match(i).themes],
+        test,
+        list(catalog.themes),
+    )
+    baseline = evaluate("keyword", KeywordBaseline(catalog), test, list(catalog.themes))
+    micro = report.micro
+    assert micro.precision >= 0.90, micro
+    assert micro.recall >= 0.80, micro
+    assert report.macro_f1 >= 0.80, report.macro_f1
+    assert report.macro_f1 - baseline.macro_f1 >= 0.15
+    # Themes with too few positives to measure (fewer than 5) are reported, not held to the bar.
+    weak = [t for t in report.themes if t.support >= 5 and t.f1 < 0.70]
+    assert not weak, weak
