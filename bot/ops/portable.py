@@ -179,23 +179,28 @@ def read_json(text: str, *, path: Path) -> Bundle:
                     ).removeprefix("Value error, ")
                     for err in exc.errors()
                 )
-    problems.extend(_duplicates(found["feeds"], path))
+    problems.extend(_duplicates(data.get("feeds"), path))
     if problems:
         raise ImportProblemsError(problems)
     return Bundle(tuple(found["feeds"]), tuple(found["subscriptions"]))
 
 
-def _duplicates(feed_list: list[FeedConfig], path: Path) -> list[str]:
-    seen: dict[str, int] = {}
+def _duplicates(items: object, path: Path) -> list[str]:
+    """Feeds whose URL an earlier entry of the raw ``feeds`` list already has."""
+    if not isinstance(items, list):
+        return []
+    first: dict[str, int] = {}
     problems = []
-    for index, feed in enumerate(feed_list):
-        if feed.url in seen:
+    for index, item in enumerate(items):
+        url = item.get("url") if isinstance(item, dict) else None
+        if not isinstance(url, str):
+            continue
+        if url in first:
             problems.append(
-                f"{path}: feeds[{index}].url: {feed.url!r} is already listed "
-                f"as feeds[{seen[feed.url]}]"
+                f"{path}: feeds[{index}].url: {url!r} is already listed as feeds[{first[url]}]"
             )
         else:
-            seen[feed.url] = index
+            first[url] = index
     return problems
 
 
