@@ -353,3 +353,58 @@ def test_config_sync_creates_updates_and_removes(engine: Engine) -> None:
     assert listed == [("-100999", "command"), ("-100456", "config")]
     with engine.connect() as conn:
         assert conn.execute(select(subscriptions.c.since)).scalars().all() == [T0, T0]
+
+
+async def test_two_drains_at_once_send_each_message_once(engine: Engine) -> None:
+    import asyncio
+
+    for n in range(3):
+        with engine.begin() as conn:
+            repo.upsert(conn, platform=PLATFORM, target=f"room-{n}", now=T0)
+    seed(engine, 2)
+    compose_now(engine)
+    platform = FakeSender()
+    policy = DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
+    boxes = [
+        Outbox(engine, senders={PLATFORM: platform}, policy=policy, owner=f"proc-{n}")
+        for n in range(2)
+    ]
+    summaries = await asyncio.gather(*(box.drain(now=T0) for box in boxes))
+    assert sum(s.sent for s in summaries) == 6  # 3 subscriptions x 2 messages
+    assert len(platform.calls) == 6
+    assert len({m.id for m in platform.calls}) == 6
+    assert {r["status"] for r in rows(engine)} == {"sent"}
+
+
+def test_housekeeping_drops_old_delivered_rows_but_keeps_the_record(engine: Engine) -> None:
+    from sqlalchemy import update
+
+    from bot.app import housekeeping
+
+    subscribe(engine)
+    seed(engine, 1)
+    compose_now(engine)
+    with engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.seq == 0).values(status="sent"))
+    assert housekeeping(engine, now=T0 + timedelta(days=29)) == 0
+    assert housekeeping(engine, now=T0 + timedelta(days=31)) == 1
+    assert [r["seq"] for r in rows(engine)] == [1]  # the pending part stays
+    with engine.connect() as conn:
+        items = conn.execute(select(digest_items)).mappings().all()
+    assert len(items) == 1
+    assert items[0]["outbox_id"] is None
+    assert compose_now(engine, T0 + timedelta(days=31)) == 0  # still counted as delivered
+
+
+def test_console_subscription_is_paused_when_a_token_is_set(engine: Engine) -> None:
+    with engine.begin() as conn:
+        created = repo.ensure_console(conn, active=True, now=T0, since=T0 - timedelta(hours=24))
+        assert created is not None
+        assert created.since == T0 - timedelta(hours=24)
+        paused = repo.ensure_console(conn, active=False, now=T0)
+        assert paused is not None
+        assert repo.get(conn, created.id).paused  # type: ignore[union-attr]
+        again = repo.ensure_console(conn, active=True, now=T0)
+    assert again is not None
+    assert not again.paused
+    assert again.since == T0 - timedelta(hours=24)  # kept across restarts
