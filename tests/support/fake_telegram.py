@@ -209,6 +209,7 @@ class FakeTelegram:
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._changed = asyncio.Condition()
         self._new_update = asyncio.Event()
+        self._released = asyncio.Event()
         self._forgotten: set[int] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -234,6 +235,7 @@ class FakeTelegram:
         self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -287,7 +289,8 @@ class FakeTelegram:
         retry_after: int = 1,
         description: str = "",
     ) -> None:
-        """Answer the next ``times`` calls of ``method`` (or any) with ``status``."""
+        """Answer the next ``times`` calls of ``method`` (or any) with ``status``; status 0
+        means "never answer" (until the server stops), for client timeouts."""
         self.failures.append(Failure(status, times, method, retry_after, description))
 
     def calls_to(self, method: str) -> list[Call]:
@@ -417,6 +420,10 @@ class FakeTelegram:
         if token != TOKEN:
             return self._error(401, "Unauthorized")
         failure = self._take_failure(method)
+        if failure is not None and failure.status == 0:
+            # A server that never answers: held until stop(), so the client's timeout fires.
+            await self._released.wait()
+            return self._error(500, "Internal Server Error")
         if failure is not None:
             return self._failure(failure)
         handler = getattr(self, f"_api_{method}", None)
