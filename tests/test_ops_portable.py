@@ -44,7 +44,7 @@ BUNDLE = Bundle(
         SubscriptionConfig(
             platform="discord",
             target="123456789012345678",
-            themes=["russia-sanctions", "iran-nuclear"],
+            themes=["putin-deal", "russia-iran-axis"],
             claims=["claim-3"],
             min_score=0.25,
             max_items=5,
