@@ -317,8 +317,13 @@ def _logged(name: str, func: Callable[[], Awaitable[Any]]) -> Callable[[], Await
     return job
 
 
-async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
-    """``counterparty run``: the whole bot until SIGTERM/SIGINT (or ``stop``). Returns 0."""
+async def run(
+    settings: Settings, *, catalog: Catalog | None = None, stop: asyncio.Event | None = None
+) -> int:
+    """``counterparty run``: the whole bot until SIGTERM/SIGINT (or ``stop``). Returns 0.
+
+    ``catalog`` defaults to the packaged theme file (or ``[bot].themes_file``); the CLI loads it
+    first so a broken theme file is a clear usage error, not a traceback."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
@@ -329,11 +334,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
             handled.append(sig)
     engine = await asyncio.to_thread(open_database, settings.database_url)
     try:
-        catalog = (
-            load_catalog(settings.resolve(settings.file.bot.themes_file))
-            if (settings.file.bot.themes_file)
-            else load_catalog()
-        )
+        if catalog is None:
+            themes_file = settings.file.bot.themes_file
+            catalog = load_catalog(settings.resolve(themes_file) if themes_file else None)
         services = build_platform_services(settings, engine, catalog)
         app = App(settings, engine, catalog, services=services, console=not services)
         await app.run(stop)

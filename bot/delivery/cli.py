@@ -71,10 +71,16 @@ def _catalog(settings: Settings) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from bot.app import run
     from bot.ops.logging import setup_logging
+    from bot.storage.db import DatabaseUrlError, normalise_url
 
     settings = settings_from_args(args)
+    catalog = _catalog(settings)
+    try:
+        normalise_url(settings.database_url)
+    except DatabaseUrlError as exc:
+        raise UsageError(str(exc)) from None
     setup_logging(settings)
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, catalog=catalog))
 
 
 def _digest(args: argparse.Namespace) -> int:
