@@ -400,6 +400,19 @@ def _problem(where: str, text: str, loc: Sequence[str | int], message: str) -> s
     return f"{position}: {_dotted(loc) or '(top level)'}: {message}"
 
 
+def problem_at(path: Path | None, loc: Sequence[str | int], message: str) -> str:
+    """A ``FILE:LINE: KEY: message`` line for a problem found after loading (e.g. by ``check``).
+
+    The line is looked up in the file as it is now; unreadable files just lose the line."""
+    text = ""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+    return _problem(str(path) if path else "<config>", text, loc, message)
+
+
 def _describe(path: Path | None, text: str, error: ValidationError) -> list[str]:
     where = str(path) if path else "<config>"
     problems = []

@@ -205,7 +205,7 @@ def test_missing_theme_file_is_a_configuration_problem(
     code, _, err = run_check(tmp_path, '[bot]\nthemes_file = "my-themes.toml"\n', capsys)
     assert code == 2
     [problem] = problems(err)
-    assert "bot.themes_file" in problem
+    assert problem.startswith(f"{tmp_path / 'feeds.toml'}:2: bot.themes_file: ")
     assert str(tmp_path / "my-themes.toml") in problem
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, Settings, load_settings, problem_at
 from bot.storage.db import DatabaseUrlError, is_migrated, make_engine, normalise_url
 
 
@@ -52,7 +52,7 @@ def _check_catalog(settings: Settings, report: CheckReport) -> None:
     where = str(path) if path is not None else "the packaged theme file"
     if path is not None and not path.is_file():
         report.config_problems.append(
-            f"{settings.config_path}: bot.themes_file: {path} does not exist"
+            problem_at(settings.config_path, ("bot", "themes_file"), f"{path} does not exist")
         )
         return
     try:
