@@ -430,6 +430,15 @@ def render_answer(answer: Answer) -> list[Payload]:
     return _render_blocks(blocks, footer=footer)
 
 
+class DiscordRenderer:
+    """The :class:`bot.delivery.platform.Renderer` for Discord channels and webhooks."""
+
+    platforms: tuple[str, ...] = ("discord", "discord-webhook")
+
+    def render(self, digest: Digest) -> list[Payload]:
+        return render_digest(digest)
+
+
 def render_error(text: str) -> Payload:
     """A refusal as one message."""
     return render_answer(Notice(text, ok=False))[0]

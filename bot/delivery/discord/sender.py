@@ -121,8 +121,9 @@ class DiscordSender:
     """A :class:`bot.delivery.records.Sender` for ``discord`` and ``discord-webhook``.
 
     ``client`` must be logged in (``await client.login(token)``; no gateway needed) and built
-    with ``http_trace=make_trace_config()``; ``session`` (for webhooks) likewise with
-    ``trace_configs=[make_trace_config()]``. The sender owns neither.
+    with ``http_trace=make_trace_config()``. ``session`` (for webhooks) should have
+    ``trace_configs=[make_trace_config()]``; without one the sender opens its own on first use
+    and closes it in :meth:`aclose`. The sender never owns the client.
     """
 
     platforms: tuple[str, ...] = PLATFORMS
@@ -130,13 +131,14 @@ class DiscordSender:
     def __init__(
         self,
         client: discord.Client,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | None = None,
         *,
         timeout: float = 30.0,
         max_wait: float = 2.0,
     ) -> None:
         self._client = client
         self._session = session
+        self._owns_session = False
         self._timeout = timeout
         self._policy = _SendPolicy(max_wait=max_wait)
 
@@ -190,9 +192,21 @@ class DiscordSender:
         )
         return Sent(str(posted.id))
 
+    async def aclose(self) -> None:
+        """Close the webhook session if the sender opened it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _webhook_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trace_configs=[make_trace_config()])
+            self._owns_session = True
+        return self._session
+
     async def _send_to_webhook(self, message: OutboxMessage) -> SendOutcome:
         try:
-            webhook = discord.Webhook.from_url(message.target, session=self._session)
+            webhook = discord.Webhook.from_url(message.target, session=self._webhook_session())
         except ValueError:
             return Rejected("the target is not a Discord webhook URL")
         content = message.payload.get("content")

@@ -1,0 +1,118 @@
+"""Discord as a platform for ``counterparty run``: ``build(settings, engine, catalog)``.
+
+The service logs the bot in over REST (enough for the sender), syncs the slash commands, and
+keeps the gateway connection (which delivers the slash-command interactions) in a background
+task. ``stop`` closes the gateway, the REST session and the sender's webhook session.
+
+Endpoints: ``COUNTERPARTY_DISCORD_API_BASE`` replaces discord.py's REST base
+(``discord.http.Route.BASE``, which also carries webhooks and interaction callbacks) and
+``COUNTERPARTY_DISCORD_GATEWAY`` its gateway websocket URL; both default to Discord's own. The
+token comes from ``DISCORD_TOKEN`` only and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from bot.commands.core import CommandCore
+from bot.delivery.discord.client import CounterpartyClient
+from bot.delivery.discord.render import DiscordRenderer
+from bot.delivery.discord.sender import DiscordSender, make_trace_config
+from bot.delivery.platform import Renderer
+from bot.delivery.records import Sender
+from bot.matching.catalog import Catalog
+from bot.settings import DiscordSection, Settings
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+
+
+def configure_endpoints(*, api_base: str | None, gateway: str | None) -> None:
+    """Point discord.py at another REST base and gateway (process-wide, as discord.py keeps
+    both on classes). ``None`` leaves Discord's defaults."""
+    if api_base:
+        discord.http.Route.BASE = api_base.rstrip("/")
+    if gateway:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+
+
+class DiscordService:
+    """The Discord :class:`bot.delivery.platform.PlatformService`."""
+
+    name = "discord"
+
+    def __init__(self, *, token: SecretStr, core: CommandCore, options: DiscordSection) -> None:
+        self._token = token
+        self.client = CounterpartyClient(
+            core,
+            sync_commands=options.sync_commands,
+            guild_ids=options.guild_ids,
+            http_trace=make_trace_config(),
+        )
+        self._sender = DiscordSender(self.client)
+        self._renderer = DiscordRenderer()
+        self._gateway: asyncio.Task[None] | None = None
+
+    @property
+    def renderers(self) -> Sequence[Renderer]:
+        return [self._renderer]
+
+    @property
+    def senders(self) -> Sequence[Sender]:
+        return [self._sender]
+
+    async def start(self) -> None:
+        """Log in (REST), sync commands, and connect the gateway in the background.
+
+        Returns once logged in; the sender works from then on, slash commands once the gateway
+        is ready (:meth:`wait_until_ready`). A bad token raises ``discord.LoginFailure``."""
+        await self.client.login(self._token.get_secret_value())
+        self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
+
+    async def _run_gateway(self) -> None:
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.DiscordException:
+            log.exception("the Discord gateway connection ended; slash commands are offline")
+
+    async def wait_until_ready(self) -> None:
+        """Until the gateway said READY (wrap in ``asyncio.timeout`` to bound it)."""
+        await self.client.wait_until_ready()
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._gateway is not None:
+            try:
+                await asyncio.wait_for(self._gateway, STOP_TIMEOUT)
+            except TimeoutError:
+                self._gateway.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._gateway
+            self._gateway = None
+        await self._sender.aclose()
+
+
+def build(settings: Settings, engine: Engine, catalog: Catalog) -> DiscordService | None:
+    """The Discord service, or ``None`` when ``DISCORD_TOKEN`` is not set."""
+    token = settings.env.discord_token
+    if token is None:
+        return None
+    configure_endpoints(
+        api_base=settings.env.discord_api_base, gateway=settings.env.discord_gateway
+    )
+    core = CommandCore(
+        engine,
+        catalog,
+        allow_private_feeds=settings.file.fetch.allow_private_addresses_from_commands,
+    )
+    return DiscordService(token=token, core=core, options=settings.file.discord)
