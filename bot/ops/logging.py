@@ -1,7 +1,6 @@
 """Process-wide logging: text or JSON lines on stderr, with every secret redacted.
 
-``setup_logging(settings)`` is called once at start by ``counterparty run`` (and by the ops
-commands). It installs one handler on the root logger whose filter rewrites each record before
+``setup_logging(settings)`` is called once at start by ``counterparty run``. It installs one handler on the root logger whose filter rewrites each record before
 any formatter sees it: the bot tokens from the environment (raw and URL-encoded) and Discord
 webhook tokens are replaced by ``***`` in the message, its arguments, the traceback and the stack.
 
