@@ -193,7 +193,11 @@ class Outbox:
         senders: Mapping[str, Sender],
         policy: DeliveryPolicy | None = None,
         owner: str | None = None,
+        concurrency: int = 8,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._concurrency = concurrency
         self._engine = engine
         self._senders = dict(senders)
         self._policy = policy or DeliveryPolicy()
@@ -204,7 +208,15 @@ class Outbox:
         if not self._senders:
             return DrainSummary()
         heads = await asyncio.to_thread(self._candidates, now, limit)
-        results = await asyncio.gather(*(self._drain_target(rows, now) for rows in heads))
+        # Targets go out concurrently, but only a few at a time: platforms count a bot's
+        # requests globally too, and each send holds a database connection briefly.
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(rows: list[Any]) -> DrainSummary:
+            async with gate:
+                return await self._drain_target(rows, now)
+
+        results = await asyncio.gather(*(one(rows) for rows in heads))
         total = DrainSummary()
         for result in results:
             total += result
