@@ -80,6 +80,9 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 class BotSection(_Section):
     """``[bot]``: identity and process-wide knobs."""
 
@@ -539,18 +542,30 @@ def load_settings(
     """
     env_map = os.environ if environ is None else environ
     env = Environment.from_mapping(env_map)
+    # Problems in the environment are reported together with the file's, not one at a time.
+    env_problems = []
+    if env.log_level and env.log_level.upper() not in _LOG_LEVELS:
+        env_problems.append(
+            f"COUNTERPARTY_LOG_LEVEL: {env.log_level!r} is not a log level; "
+            f"use one of {', '.join(_LOG_LEVELS)}"
+        )
     named = config_path or env_map.get("COUNTERPARTY_CONFIG") or None
     path = Path(named) if named else DEFAULT_CONFIG_PATH
-    if path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{path}: cannot read the configuration file: {exc}"]) from None
-        file_config = parse_config_text(text, path=path)
-    elif named:
-        raise ConfigError([f"{path}: configuration file not found"])
-    else:
-        file_config, path = FileConfig(), None  # type: ignore[assignment]
+    try:
+        if path.exists():
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError([f"{path}: cannot read the configuration file: {exc}"]) from None
+            file_config = parse_config_text(text, path=path)
+        elif named:
+            raise ConfigError([f"{path}: configuration file not found"])
+        else:
+            file_config, path = FileConfig(), None  # type: ignore[assignment]
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + env_problems) from None
+    if env_problems:
+        raise ConfigError(env_problems)
     url = database_url or env.database_url or file_config.bot.database_url
     if env.log_level:
         file_config = file_config.model_copy(

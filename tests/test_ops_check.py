@@ -253,3 +253,15 @@ def test_subscriptions_without_their_token_exit_1(
     assert code == 1
     [problem] = problems(err)
     assert "telegram subscriptions but TELEGRAM_TOKEN is not set" in problem
+
+
+def test_bad_log_level_in_the_environment_is_reported_with_the_file_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COUNTERPARTY_LOG_LEVEL", "verbose")
+    code, _, err = run_check(tmp_path, '[bot]\ncolour = "red"\n', capsys)
+    assert code == 2
+    found = problems(err)
+    assert len(found) == 2
+    assert found[0].endswith(":2: bot.colour: unknown key")
+    assert found[1].startswith("COUNTERPARTY_LOG_LEVEL: 'verbose' is not a log level")
