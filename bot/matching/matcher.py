@@ -32,12 +32,32 @@ from bot.matching.text import fold, plain_text, split_sentences
 
 # Body sentences are weighed at this share of a rule's weight each (capped at the full weight).
 BODY_SHARE = 0.4
+# The body adds at most this much evidence per distinct sentence that carries the theme.
+BODY_SENTENCE_CAP = 0.35
+# Evidence is capped here before negative cues apply (calibrated score ~0.98).
+MAX_EVIDENCE = 2.0
 # Each negative cue found in the lead takes this much evidence away.
-NEGATIVE_WEIGHT = 0.6
+NEGATIVE_WEIGHT = 0.3
+NEGATIVE_FACTOR = 0.5
+# The lead is the title plus summary sentences up to this many characters (at least one).
+LEAD_CHARS = 320
 # Longer content is matched on its first part only: the lead paragraphs carry the story.
 MAX_CONTENT_CHARS = 20_000
 
 _WORD = re.compile(r"\w+")
+# A wire-style dateline ("TEHRAN, Aug. 13 (MNA) -") names where the story was filed, not what
+# it is about, so it must not count as a mention of that place.
+_DATELINE = re.compile(
+    r"^(?:By\s.{0,150}?\s)?"  # an optional byline before it
+    r"[A-Z][A-Z .'/-]{2,60},\s+"  # WASHINGTON/GENEVA,
+    r"[A-Z][a-z]{2,8}\.?\s+\d{1,2}(?:,\s+\d{4})?\s+"  # Feb 17 / Aug. 13, 2025
+    r"\([^)]{1,40}\)\s*[-–—]+\s*"  # (Reuters) -
+)
+
+
+def strip_dateline(text: str) -> str:
+    """``text`` without a leading wire dateline such as ``WASHINGTON, Feb 17 (Reuters) -``."""
+    return _DATELINE.sub("", text, count=1)
 
 
 def calibrated(evidence: float) -> float:
@@ -179,47 +199,60 @@ class Matcher:
     # -- per item ---------------------------------------------------------------------------
 
     def _units(self, item: Item) -> tuple[_Unit, list[_Unit], list[str], int]:
-        """The lead unit, the body units, all sentences (summary then body) and the lead count."""
+        """The lead unit, the body units, all sentences (lead then body) and the lead count.
+
+        The lead is the title plus the first summary sentences up to ``LEAD_CHARS`` (at least
+        one); the rest of a long summary counts as body, like the full content.
+        """
         title = plain_text(item.title or "")
-        summary = split_sentences(plain_text(item.summary or ""))
+        summary = split_sentences(strip_dateline(plain_text(item.summary or "")))
         body: list[str] = []
         if item.content:
             seen = set(summary)
-            body = [
-                s
-                for s in split_sentences(plain_text(item.content[:MAX_CONTENT_CHARS]))
-                if s not in seen
-            ]
-        lead_sentences = summary if summary else body[:2]
-        if not summary:
-            body = body[2:]
+            content = strip_dateline(plain_text(item.content[:MAX_CONTENT_CHARS]))
+            body = [s for s in split_sentences(content) if s not in seen]
+        sentences = [*summary, *body]
+        lead_count = 0
+        used = 0
+        for sentence in sentences[: len(summary) or 2]:
+            if lead_count and used + len(sentence) > LEAD_CHARS:
+                break
+            lead_count += 1
+            used += len(sentence)
         scan = self._index.scan
         lead_terms: dict[str, str] = scan(title)
-        sentence_terms = [scan(s) for s in lead_sentences]
-        for terms in sentence_terms:
+        sentence_terms = [scan(s) for s in sentences]
+        for terms in sentence_terms[:lead_count]:
             for key, term in terms.items():
                 lead_terms.setdefault(key, term)
-        body_terms = [scan(s) for s in body]
         lead = _Unit(frozenset(lead_terms), lead_terms)
-        units = [_Unit(frozenset(t), t) for t in sentence_terms + body_terms]
-        return lead, units, [*lead_sentences, *body], len(lead_sentences)
+        units = [_Unit(frozenset(t), t) for t in sentence_terms]
+        return lead, units, sentences, lead_count
 
     @staticmethod
     def _evidence(compiled: _Compiled, lead: _Unit, body: list[_Unit]) -> tuple[float, list[str]]:
         total = 0.0
+        body_total = 0.0
+        body_sentences: set[int] = set()
         evidence: list[str] = []
         for rule, keys in compiled.rules:
             if all(k in lead.groups for k in keys):
                 total += rule.weight
                 evidence.append("lead: " + " + ".join(lead.terms[k] for k in keys))
                 continue
-            hits = [u for u in body if all(k in u.groups for k in keys)]
+            hits = [n for n, u in enumerate(body) if all(k in u.groups for k in keys)]
             if hits:
-                total += rule.weight * min(1.0, BODY_SHARE * len(hits))
-                terms = " + ".join(hits[0].terms[k] for k in keys)
+                body_sentences.update(hits)
+                body_total += rule.weight * min(1.0, BODY_SHARE * len(hits))
+                terms = " + ".join(body[hits[0]].terms[k] for k in keys)
                 evidence.append(f"body x{len(hits)}: {terms}")
+        # Overlapping rules firing on the same sentence are one piece of evidence, not several:
+        # the body can only add as much as the number of distinct sentences carrying the theme.
+        total += min(body_total, BODY_SENTENCE_CAP * len(body_sentences))
+        # Beyond this, more overlapping rules say nothing new (and would drown negative cues).
+        total = min(total, MAX_EVIDENCE)
         if compiled.negative_key and compiled.negative_key in lead.groups:
-            total -= NEGATIVE_WEIGHT
+            total = total * NEGATIVE_FACTOR - NEGATIVE_WEIGHT
             evidence.append("negative: " + lead.terms[compiled.negative_key])
         return total, evidence
 
