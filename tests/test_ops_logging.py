@@ -172,3 +172,21 @@ def test_level_comes_from_the_environment(tmp_path: Path) -> None:
     log.warning("shown")
     assert "not shown" not in stream.getvalue()
     assert "WARNING bot.test: shown" in stream.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_database_password_is_redacted(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    config = tmp_path / "feeds.toml"
+    config.write_text("", encoding="utf-8")
+    settings = load_settings(
+        config,
+        environ={
+            "COUNTERPARTY_DATABASE_URL": "postgresql://bot:pg-Secret-Pass@db:5432/counterparty"
+        },
+    )
+    setup_logging(settings, stream=stream)
+    logging.getLogger("bot.test").error("cannot connect to %s", settings.database_url)
+    output = stream.getvalue()
+    assert "pg-Secret-Pass" not in output
+    assert "postgresql://bot:***@db:5432/counterparty" in output

@@ -1,8 +1,9 @@
 """Process-wide logging: text or JSON lines on stderr, with every secret redacted.
 
-``setup_logging(settings)`` is called once at start by ``counterparty run``. It installs one handler on the root logger whose filter rewrites each record before
-any formatter sees it: the bot tokens from the environment (raw and URL-encoded) and Discord
-webhook tokens are replaced by ``***`` in the message, its arguments, the traceback and the stack.
+``setup_logging(settings)`` is called once at start by ``counterparty run``. It installs one
+handler on the root logger whose filter rewrites each record before any formatter sees it: the
+bot tokens from the environment (raw and URL-encoded), Discord webhook tokens and the database
+password are replaced by ``***`` in the message, its arguments, the traceback and the stack.
 
 httpx and httpcore are turned down to WARNING because their INFO/DEBUG lines print request URLs,
 and Telegram's Bot API puts the token in every URL (``/bot<TOKEN>/sendMessage``). The filter
@@ -19,6 +20,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import quote
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.settings import Settings
 
@@ -105,7 +109,9 @@ def setup_logging(settings: Settings, *, stream: IO[str] | None = None) -> loggi
     bot = settings.file.bot
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     setattr(handler, _HANDLER_MARK, True)
-    handler.addFilter(RedactingFilter(Redactor(settings.env.secrets())))
+    handler.addFilter(
+        RedactingFilter(Redactor([*settings.env.secrets(), *_url_password(settings)]))
+    )
     if bot.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -121,6 +127,15 @@ def setup_logging(settings: Settings, *, stream: IO[str] | None = None) -> loggi
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     return handler
+
+
+def _url_password(settings: Settings) -> list[str]:
+    """The database password, if the URL has one: driver errors sometimes echo the URL."""
+    try:
+        password = make_url(settings.database_url).password
+    except ArgumentError:
+        return []
+    return [str(password)] if password else []
 
 
 def _utc_timetuple(seconds: float | None) -> Any:
