@@ -62,9 +62,17 @@ OUTBOX_DEPTH = Gauge(
 )
 
 
+# The two most frequent series, bound once: ``labels()`` costs a lock and a lookup per call.
+_POLLED_OK = FEEDS_POLLED.labels("ok")
+_POLLED_FAILED = FEEDS_POLLED.labels("failed")
+
+
 def feed_polled(ok: bool, *, error_kind: str | None = None) -> None:
     """One feed fetch finished; on failure ``error_kind`` is ``feeds.last_error_kind``."""
-    FEEDS_POLLED.labels("ok" if ok else "failed").inc()
+    if ok:
+        _POLLED_OK.inc()
+        return
+    _POLLED_FAILED.inc()
     if not ok:
         FETCH_FAILURES.labels(error_kind or "unknown").inc()
 
