@@ -59,6 +59,7 @@ from bot.storage.schema import outbox
 log = logging.getLogger(__name__)
 
 MATCH_EVERY = timedelta(seconds=5)
+MATCH_BATCH = 500
 DIGEST_EVERY = timedelta(seconds=5)
 HOUSEKEEPING_EVERY = timedelta(hours=1)
 HEARTBEAT_EVERY = timedelta(seconds=30)
@@ -130,6 +131,7 @@ class App:
     _poller: Any = field(init=False, default=None)
     _matcher: Any = field(init=False, default=None)
     _locks: dict[str, asyncio.Lock] = field(init=False)
+    _stopping: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         renderers: list[Renderer] = []
@@ -165,12 +167,21 @@ class App:
         from bot.matching.store import match_pending
 
         def work() -> Awaitable[int]:
-            return asyncio.to_thread(match_pending, self.engine, self._matcher, now=utcnow())
+            return asyncio.to_thread(
+                match_pending, self.engine, self._matcher, now=utcnow(), limit=MATCH_BATCH
+            )
 
-        count = await self._step("match", work)
-        if count:
-            log.info("matched %d entries", count)
-        return count
+        # Batch after batch until the backlog is gone (a first start may find thousands of
+        # entries); the lock is taken per batch so other steps can run in between.
+        total = 0
+        while True:
+            count = await self._step("match", work)
+            total += count
+            if count < MATCH_BATCH or self._stopping:
+                break
+        if total:
+            log.info("matched %d entries", total)
+        return total
 
     async def digest(self) -> int:
         def work() -> Awaitable[Any]:
@@ -268,6 +279,7 @@ class App:
                     await stop.wait()
                 finally:
                     log.info("stopping")
+                    self._stopping = True
                     scheduler.shutdown(wait=False)
                     await self._wait_for_steps()
             finally:
