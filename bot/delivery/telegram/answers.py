@@ -36,11 +36,11 @@ from bot.commands.answers import (
 from bot.delivery.telegram.render import (
     Block,
     TelegramMessage,
+    digest_blocks,
     escape_text,
     format_time,
     link,
     pack_blocks,
-    render_digest,
     safe_href,
 )
 
@@ -239,11 +239,13 @@ def render_answer(answer: Answer) -> list[TelegramMessage]:
                 else "No subscription here, and nothing matched in the last 24 hours."
             )
             return [TelegramMessage(text=text)]
-        note = "" if answer.subscribed else "<i>No subscription here: the last 24 hours.</i>"
-        messages = render_digest(answer.digest)
-        if note:
-            messages.insert(0, TelegramMessage(text=f"<i>Preview.</i> {note}"))
-        return messages
+        note = (
+            "<i>Preview: what would be posted here now.</i>"
+            if answer.subscribed
+            else "<i>Preview: no subscription here, so the last 24 hours over every theme.</i>"
+        )
+        blocks = [Block(html=note, keep_with_next=True), *digest_blocks(answer.digest)]
+        return [TelegramMessage(text=t) for t in pack_blocks(blocks)]
     return [TelegramMessage(text=t) for t in pack_blocks(answer_blocks(answer))]
 
 
