@@ -45,6 +45,8 @@ LEAD_CHARS = 320
 MAX_CONTENT_CHARS = 20_000
 
 _WORD = re.compile(r"\w+")
+# Distinct words remembered by the term index (a news vocabulary fits well within this).
+_CACHE_LIMIT = 200_000
 # A wire-style dateline ("TEHRAN, Aug. 13 (MNA) -") names where the story was filed, not what
 # it is about, so it must not count as a mention of that place.
 _DATELINE = re.compile(
@@ -96,6 +98,12 @@ class _TermIndex:
         self.max_len = 1
         self.prefix_lengths: set[int] = set()
         self.multi_starts: set[str] = set()
+        self.acronym_starts: set[str] = set()
+        # every proper leading part of a multi-word term, and those of wildcard terms
+        self.stems: set[tuple[str, ...]] = set()
+        self.wild_stems: set[tuple[str, ...]] = set()
+        self.single_prefix_lengths: set[int] = set()
+        self._cache: dict[str, frozenset[str]] = {}
 
     def add(self, term: str, key: str) -> None:
         wildcard = term.endswith("*")
@@ -105,50 +113,78 @@ class _TermIndex:
         lower = tuple(t.lower() for t in tokens)
         if len(lower) > 1:
             self.multi_starts.add(lower[0])
+            self.stems.update(lower[:n] for n in range(1, len(lower)))
+            if wildcard:
+                self.wild_stems.add(lower[:-1])
         if wildcard:
             self.prefixes[(lower[:-1], lower[-1])].add(key)
             self.prefix_lengths.add(len(lower[-1]))
+            if len(lower) == 1:
+                self.single_prefix_lengths.add(len(lower[0]))
             self.max_len = max(self.max_len, len(lower))
         elif _case_sensitive(term):
             self.acronyms[lower].setdefault(tokens, set()).add(key)
+            self.acronym_starts.add(lower[0])
             self.max_len = max(self.max_len, len(lower))
         else:
             self.exact[lower].add(key)
             self.max_len = max(self.max_len, len(lower))
 
+    def _unigram(self, token: str) -> frozenset[str]:
+        """Keys of the one-word terms (exact or wildcard) matching lower-case ``token``, cached.
+
+        The cache only ever maps a token to the same value, so threads sharing it see the same
+        results whether or not another thread filled it first.
+        """
+        cached = self._cache.get(token)
+        if cached is not None:
+            return cached
+        keys: set[str] = set(self.exact.get((token,), ()))
+        for length in self.single_prefix_lengths:
+            if len(token) >= length:
+                keys.update(self.prefixes.get(((), token[:length]), ()))
+        result = frozenset(keys)
+        if len(self._cache) < _CACHE_LIMIT:
+            self._cache[token] = result
+        return result
+
     def scan(self, text: str) -> dict[str, str]:
         """Group key -> the first term (as written in ``text``) found for it."""
-        folded = fold(text)
-        original = _WORD.findall(folded)
+        original = _WORD.findall(fold(text))
         lower = [t.lower() for t in original]
         found: dict[str, str] = {}
         exact, acronyms, prefixes = self.exact, self.acronyms, self.prefixes
+        multi_starts, acronym_starts = self.multi_starts, self.acronym_starts
         lengths = self.prefix_lengths
         count = len(lower)
-        for i in range(count):
-            token = lower[i]
-            longest = self.max_len if token in self.multi_starts else 1
-            for n in range(1, min(longest, count - i) + 1):
-                key = tuple(lower[i : i + n])
-                keys = exact.get(key)
-                if keys:
-                    for k in keys:
-                        found.setdefault(k, " ".join(original[i : i + n]))
+        for i, token in enumerate(lower):
+            for k in self._unigram(token):
+                if k not in found:
+                    found[k] = original[i]
+            if token in acronym_starts:
+                forms = acronyms.get((token,))
+                keys = forms.get((original[i],)) if forms else None
+                for k in keys or ():
+                    found.setdefault(k, original[i])
+            if token not in multi_starts:
+                continue
+            stems, wild_stems = self.stems, self.wild_stems
+            for n in range(2, min(self.max_len, count - i) + 1):
+                fixed = tuple(lower[i : i + n - 1])
+                if fixed not in stems:
+                    break  # no multi-word term starts with these words: longer ones cannot
+                key = (*fixed, lower[i + n - 1])
+                hits: set[str] = set(exact.get(key, ()))
                 forms = acronyms.get(key)
                 if forms:
-                    keys = forms.get(tuple(original[i : i + n]))
-                    if keys:
-                        for k in keys:
-                            found.setdefault(k, " ".join(original[i : i + n]))
-                if prefixes:
-                    last = lower[i + n - 1]
-                    fixed = key[:-1]
+                    hits.update(forms.get(tuple(original[i : i + n]), ()))
+                if fixed in wild_stems:
+                    last = key[-1]
                     for length in lengths:
                         if len(last) >= length:
-                            keys = prefixes.get((fixed, last[:length]))
-                            if keys:
-                                for k in keys:
-                                    found.setdefault(k, " ".join(original[i : i + n]))
+                            hits.update(prefixes.get((fixed, last[:length]), ()))
+                for k in hits:
+                    found.setdefault(k, " ".join(original[i : i + n]))
         return found
 
 
