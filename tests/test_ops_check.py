@@ -265,3 +265,25 @@ def test_bad_log_level_in_the_environment_is_reported_with_the_file_problems(
     assert len(found) == 2
     assert found[0].endswith(":2: bot.colour: unknown key")
     assert found[1].startswith("COUNTERPARTY_LOG_LEVEL: 'verbose' is not a log level")
+
+
+def test_unknown_theme_and_claim_ids_in_subscriptions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_TOKEN", "123456:SECRET-telegram-value")
+    text = (
+        "[[subscriptions]]\n"  # 1
+        'platform = "telegram"\n'
+        'target = "-100123"\n'
+        'themes = ["putin-deal", "no-such-theme"]\n'  # 4
+        'claims = ["not-our-war", "no-such-claim"]\n'  # 5
+    )
+    code, _, err = run_check(tmp_path, text, capsys)
+    assert code == 2
+    found = problems(err)
+    assert len(found) == 2
+    assert found[0].startswith(f"{tmp_path / 'feeds.toml'}:4: subscriptions[0].themes: ")
+    assert "unknown theme id 'no-such-theme'; known: " in found[0]
+    assert "putin-deal" in found[0]
+    assert found[1].startswith(f"{tmp_path / 'feeds.toml'}:5: subscriptions[0].claims: ")
+    assert "unknown claim id 'no-such-claim'" in found[1]

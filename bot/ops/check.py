@@ -68,6 +68,27 @@ def _check_catalog(settings: Settings, report: CheckReport) -> None:
     report.notes.append(
         f"themes: {len(catalog.themes)} themes, {len(catalog.claims)} claims from {where}"
     )
+    _check_subscription_ids(settings, set(catalog.themes), set(catalog.claims), report)
+
+
+def _check_subscription_ids(
+    settings: Settings, themes: set[str], claims: set[str], report: CheckReport
+) -> None:
+    """Every theme and claim id a subscription names must exist in the catalog."""
+    for index, sub in enumerate(settings.subscriptions):
+        for key, wanted, known in (
+            ("themes", sub.themes or [], themes),
+            ("claims", sub.claims, claims),
+        ):
+            for ref in wanted:
+                if ref not in known:
+                    report.config_problems.append(
+                        problem_at(
+                            settings.config_path,
+                            ("subscriptions", index, key),
+                            f"unknown {key[:-1]} id {ref!r}; known: {', '.join(sorted(known))}",
+                        )
+                    )
 
 
 def _check_database(url: str, report: CheckReport, *, origin: str) -> None:
