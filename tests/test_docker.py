@@ -253,3 +253,17 @@ def test_install_exactly_as_the_dockerfile_then_check_and_health(
     healthy = counterparty_run("health")
     assert healthy.returncode == 0, healthy.stderr
     assert "healthy" in healthy.stdout
+
+
+def test_image_commands_exist_in_the_cli(instructions: list[dict[str, Any]]) -> None:
+    """``run`` (CMD) and ``health`` (HEALTHCHECK) are real sub-commands of ``counterparty``."""
+    from bot.cli import build_parser
+
+    final = _stages(instructions)[-1]
+    cmd = json.loads(next(i["value"] for i in final if i["instruction"] == "CMD"))
+    health = next(i["value"] for i in final if i["instruction"] == "HEALTHCHECK")
+    health_args = json.loads(health.split("CMD", 1)[1].strip())[1:]
+    parser = build_parser()
+    for argv in (cmd, health_args):
+        args = parser.parse_args(argv)
+        assert callable(args.handler), argv
