@@ -23,6 +23,7 @@ from bot.matching.catalog import Catalog, CatalogError, load_catalog, themes_pat
 from bot.matching.eval import (
     EvalInputError,
     KeywordBaseline,
+    Labelled,
     evaluate,
     format_report,
     item_from_json,
@@ -83,6 +84,16 @@ def cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
+def excerpt_coverage(matcher: Matcher, labelled: list[Labelled]) -> tuple[int, int]:
+    """(excerpts that show their theme alone, all theme matches) over the labelled items."""
+    shown = total = 0
+    for example in labelled:
+        for match in matcher.match(example.item).themes:
+            total += 1
+            shown += matcher.shows_theme(match.theme_id, match.excerpt)
+    return shown, total
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     try:
@@ -111,6 +122,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print()
         print(format_report(report))
     print()
+    shown, total = excerpt_coverage(matcher, labelled)
+    print(
+        f"excerpts that show their theme on their own: {shown}/{total}"
+        f" ({shown / total if total else 0:.1%}; a whole rule, or two of its term groups)"
+    )
     print(
         f"macro-F1 gain over the keyword baseline: {reports[0].macro_f1 - reports[1].macro_f1:+.3f}"
     )

@@ -199,6 +199,15 @@ class _Compiled:
     relevant_keys: frozenset[str]
 
 
+def _relevance(compiled: _Compiled, groups: frozenset[str]) -> float:
+    """How much of a theme one sentence carries: its term groups, plus 2 for a whole rule."""
+    present = len(compiled.relevant_keys & groups)
+    if not present:
+        return 0.0
+    whole = any(all(k in groups for k in keys) for _, keys in compiled.rules)
+    return present + (2.0 if whole else 0.0)
+
+
 class Matcher:
     """Matches items against a :class:`Catalog`. Build once; ``match`` is pure and thread-safe."""
 
@@ -303,7 +312,7 @@ class Matcher:
             if score < compiled.threshold:
                 continue
             candidates = [
-                Candidate(text, float(len(compiled.relevant_keys & unit.groups)), n)
+                Candidate(text, _relevance(compiled, unit.groups), n)
                 for n, (text, unit) in enumerate(zip(sentences, units, strict=True))
             ]
             excerpt = choose_excerpt(candidates, title=plain_text(item.title or ""))
@@ -311,6 +320,15 @@ class Matcher:
         themes.sort(key=lambda m: -m.score)
         claims = self._claims_for(themes, lead, body_units)
         return MatchResult(item.id, tuple(themes), tuple(claims))
+
+    def shows_theme(self, theme_id: str, text: str) -> bool:
+        """True when ``text`` alone carries the theme: one of its rules whole, or two of a
+        rule's term groups (the check the evaluation applies to excerpts)."""
+        compiled = next(c for c in self._themes if c.id == theme_id)
+        groups = self._index.scan(text).keys()
+        return any(
+            sum(k in groups for k in keys) >= min(2, len(keys)) for _, keys in compiled.rules
+        )
 
     def _claims_for(
         self, themes: Iterable[ThemeMatch], lead: _Unit, body: list[_Unit]
