@@ -206,3 +206,19 @@ def test_migrate_db_sqlite_to_postgresql(
     assert "already holds data" in capsys.readouterr().err
     assert max_outbox == 5
     target.dispose()
+
+
+def test_missing_source_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "--db",
+            f"sqlite:///{tmp_path / 'none.db'}",
+            "migrate-db",
+            "--to",
+            f"sqlite:///{tmp_path / 'target.db'}",
+        ]
+    )
+    assert code == 2
+    assert "source database file" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+    assert not (tmp_path / "target.db").exists()

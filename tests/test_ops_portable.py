@@ -273,3 +273,11 @@ def test_unknown_suffix_needs_format(tmp_path: Path, capsys: pytest.CaptureFixtu
     path.write_text("https://a.example/\n", encoding="utf-8")
     assert main(["--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "import", str(path)]) == 2
     assert "use --format toml, json or opml" in capsys.readouterr().err
+
+
+def test_export_from_a_missing_database_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--db", f"sqlite:///{tmp_path / 'none.db'}", "export"]) == 2
+    assert "does not exist; nothing to export" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()

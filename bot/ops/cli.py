@@ -41,6 +41,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist, else None."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except DatabaseUrlError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return None if Path(database or "").exists() else str(database)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     report = run_check(args.config, database_url=args.db)
     for note in report.notes:
@@ -68,15 +80,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     except DatabaseUrlError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
-    parsed = make_url(url)
-    is_file_db = parsed.get_backend_name() == "sqlite" and parsed.database not in (
-        None,
-        "",
-        ":memory:",
-    )
-    if is_file_db and not Path(parsed.database or "").exists():
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
         print(
-            f"unhealthy: the database file {parsed.database} does not exist "
+            f"unhealthy: the database file {missing} does not exist "
             "(the bot has never run with this database)",
             file=sys.stderr,
         )
@@ -118,6 +125,9 @@ def _engine_or_usage_error(url: str) -> Any:
 
 def cmd_migrate_db(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    missing = _missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        raise UsageError(f"the source database file {missing} does not exist")
     source = _engine_or_usage_error(settings.database_url)
     target = _engine_or_usage_error(args.to)
     print(f"copying {_shown(settings.database_url)} -> {_shown(args.to)} (stop the bot first)")
@@ -148,6 +158,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         fmt = args.format or (format_for(args.output, None) if args.output else "toml")
     except ImportProblemsError as exc:
         raise UsageError(exc.problems[0]) from None
+    missing = _missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        raise UsageError(f"the database file {missing} does not exist; nothing to export")
     engine = _engine_or_usage_error(settings.database_url)
     try:
         migrate(engine)
