@@ -201,6 +201,12 @@ def test_migrate_db_sqlite_to_postgresql(
     assert feed_id == max(row["id"] for row in before["feeds"]) + 1
     assert entry_id == 41
 
+    # And back: PostgreSQL -> a fresh SQLite file gives the same rows (a portable snapshot).
+    back = make_engine(f"sqlite:///{tmp_path / 'back.db'}")
+    transfer.copy_database(target, back)
+    assert dump(back) == dump(target)
+    back.dispose()
+
     # A second run refuses to copy over the data now there.
     assert main(["--db", sqlite_url, "migrate-db", "--to", postgres_url]) == 1
     assert "already holds data" in capsys.readouterr().err
