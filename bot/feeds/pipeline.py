@@ -136,6 +136,9 @@ class Poller:
             self._fetch, contact=self._settings.file.bot.contact, transport=self._transport
         )
         self._pool = self._new_pool()
+        # Start the workers now, in a thread: starting processes blocks, and the event loop must
+        # not wait for it (the first parse would otherwise stall the loop for a few 100 ms).
+        await asyncio.to_thread(self._start_workers, self._pool)
         return self
 
     async def __aexit__(
@@ -151,9 +154,15 @@ class Poller:
             pool, self._pool = self._pool, None
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
+    def _workers(self) -> int:
+        return self._fetch.parse_workers or os.cpu_count() or 1
+
+    def _start_workers(self, pool: ProcessPoolExecutor) -> None:
+        for future in [pool.submit(os.getpid) for _ in range(self._workers())]:
+            future.result()
+
     def _new_pool(self) -> ProcessPoolExecutor:
-        workers = self._fetch.parse_workers or os.cpu_count() or 1
-        return ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+        return ProcessPoolExecutor(max_workers=self._workers(), mp_context=_pool_context())
 
     # -- public operations ----------------------------------------------------------------------
     async def sync_config(self, now: datetime | None = None) -> SyncResult:
@@ -335,6 +344,9 @@ class Poller:
                     log.error("the parser pool broke; starting a new one")
                     self._pool = self._new_pool()
                     await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
+                    await asyncio.to_thread(self._start_workers, self._pool)
                 if attempt == 2:
-                    raise FeedParseError(f"the parser process died on this document: {exc}") from exc
+                    raise FeedParseError(
+                        f"the parser process died on this document: {exc}"
+                    ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
