@@ -14,7 +14,6 @@ import discord
 import pytest
 from discord.gateway import DiscordWebSocket
 from sqlalchemy import Engine, insert, select
-from support.fake_discord import APP_ID, FakeDiscord, Recorded, user_payload
 
 from bot.commands.answers import Notice
 from bot.delivery.discord.render import payload_problems, render_answer
@@ -25,6 +24,7 @@ from bot.settings import load_settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
 from bot.storage.schema import feeds
+from tests.support.fake_discord import APP_ID, FakeDiscord, Recorded, user_payload
 
 GUILD = "700000000000000001"
 CHANNEL = "700000000000000002"

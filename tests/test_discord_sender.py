@@ -10,12 +10,12 @@ from typing import Any
 import aiohttp
 import discord
 import pytest
-from support.fake_discord import WEBHOOK_ID, WEBHOOK_URL, FakeDiscord
 
 from bot.commands.answers import Notice
 from bot.delivery.discord.render import render_answer
 from bot.delivery.discord.sender import DiscordSender, make_trace_config
 from bot.delivery.records import OutboxMessage, Rejected, RetryLater, Sent, TargetUnavailable
+from tests.support.fake_discord import WEBHOOK_ID, WEBHOOK_URL, FakeDiscord
 
 CHANNEL = "123456789012345678"
 

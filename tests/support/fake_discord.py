@@ -118,6 +118,8 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._gateway = _GatewayState()
         self._runner: web.AppRunner | None = None
+        self._released = asyncio.Event()
+        self._released.set()
         self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -142,6 +144,7 @@ class FakeDiscord:
         self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self.release()
         for socket in list(self._gateway.sockets):
             await socket.close()
         if self._runner is not None:
@@ -169,6 +172,14 @@ class FakeDiscord:
     ) -> None:
         """Answer the next ``times`` requests with ``path_contains`` in the path with ``status``."""
         self.failures.append(Failure(status, times, path_contains, retry_after, is_global, via))
+
+    def hold(self) -> None:
+        """Channel posts are still created and recorded, but their answers wait for
+        :meth:`release`: the window in which a crashing bot has posted but not yet heard so."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     def requests_to(self, method: str, path_fragment: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and path_fragment in r.path]
@@ -279,11 +290,14 @@ class FakeDiscord:
             failure = self._take_failure(path)
             if failure is not None:
                 return self._failure_response(failure)
-            return self._route(request.method, path, request.query, body)
+            response = self._route(request.method, path, request.query, body)
         finally:
             async with self._changed:
                 self.requests.append(recorded)
                 self._changed.notify_all()
+        if path.startswith("/channels/") and request.method == "POST":
+            await self._released.wait()
+        return response
 
     def _route(self, method: str, path: str, query: Any, body: Any) -> web.Response:
         parts = [p for p in path.split("/") if p]
