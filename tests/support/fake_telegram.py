@@ -195,7 +195,7 @@ def user_payload(user_id: int, name: str = "Reader", *, bot: bool = False) -> di
 class FakeTelegram:
     """The fake server. ``async with FakeTelegram() as fake:`` starts it on a free loopback port."""
 
-    def __init__(self, *, long_poll_cap: float = 0.5) -> None:
+    def __init__(self, *, long_poll_cap: float = 0.25) -> None:
         self.calls: list[Call] = []
         self.sent: list[Sent] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}  # scope type -> commands
