@@ -287,3 +287,33 @@ def test_unknown_theme_and_claim_ids_in_subscriptions(
     assert "putin-deal" in found[0]
     assert found[1].startswith(f"{tmp_path / 'feeds.toml'}:5: subscriptions[0].claims: ")
     assert "unknown claim id 'no-such-claim'" in found[1]
+
+
+def test_bad_database_url_in_the_file_names_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        '[bot]\nlog_level = "INFO"\ndatabase_url = "mongodb://x/y"\n', encoding="utf-8"
+    )
+    assert main(["--config", str(config), "check"]) == 2
+    [problem] = problems(capsys.readouterr().err)
+    assert problem.startswith(f"{config}:3: bot.database_url: unsupported database 'mongodb'")
+
+
+def test_unwritable_folder_for_a_new_sqlite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        code = main(["--db", f"sqlite:///{locked / 'db.sqlite'}", "check"])
+    finally:
+        locked.chmod(0o700)
+    assert code == 1
+    assert "is not writable" in capsys.readouterr().err

@@ -105,6 +105,11 @@ def _check_database(url: str, report: CheckReport, *, origin: str) -> None:
             folder = next((p for p in database.absolute().parents if p.exists()), None)
             if folder is None or not folder.is_dir():
                 report.runtime_problems.append(f"database {shown}: no folder to create it in")
+            elif not os.access(folder, os.W_OK):
+                report.runtime_problems.append(
+                    f"database {shown} does not exist and {folder} is not writable, "
+                    "so it cannot be created"
+                )
             else:
                 report.notes.append(f"database: {shown} does not exist yet; 'run' creates it")
             return
@@ -154,7 +159,7 @@ def run_check(
         if database_url
         else "COUNTERPARTY_DATABASE_URL"
         if settings.env.database_url
-        else f"{where}: bot.database_url"
+        else problem_at(settings.config_path, ("bot", "database_url"), "").removesuffix(": ")
     )
     _check_database(settings.database_url, report, origin=origin)
     platforms = {s.platform for s in settings.subscriptions}
