@@ -23,6 +23,9 @@ import logging
 import multiprocessing
 import os
 import random
+import select
+import threading
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -88,6 +91,30 @@ _NOT_MODIFIED = PollSummary(feeds=1, not_modified=1)
 def _parse_job(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     """Runs in a worker process (a module-level function, so it pickles)."""
     return parse_feed(body, url=url, content_type=content_type)
+
+
+def _exit_with(bot_pid: int) -> None:
+    """Worker initializer: end this worker when the bot process ends, even by SIGKILL.
+
+    Workers are children of the forkserver, not of the bot, and they keep the forkserver alive,
+    so without this a killed bot would leave them behind."""
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(bot_pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(bot_pid, 0)
+                except ProcessLookupError:
+                    os._exit(0)
+                except PermissionError:
+                    continue
+        select.select([handle], [], [])  # readable once the process has exited
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-bot", daemon=True).start()
 
 
 def _pool_context() -> Any:
@@ -162,7 +189,12 @@ class Poller:
             future.result()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self._workers(), mp_context=_pool_context())
+        return ProcessPoolExecutor(
+            max_workers=self._workers(),
+            mp_context=_pool_context(),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
 
     # -- public operations ----------------------------------------------------------------------
     async def sync_config(self, now: datetime | None = None) -> SyncResult:
