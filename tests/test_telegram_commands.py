@@ -377,6 +377,8 @@ def test_parse_subscribe_args(args: list[str], expected: dict[str, str]) -> None
 class HeldElsewhere:
     """An updates lock another process holds."""
 
+    retry_interval = 3600.0
+
     def __init__(self) -> None:
         self.asked = 0
 

@@ -101,7 +101,13 @@ class TelegramStartError(RuntimeError):
 
 
 class UpdatesLock(Protocol):
-    """Grants one process the right to receive a token's updates."""
+    """Grants one process the right to receive a token's updates (``bot.ops.leader.LeaderLock``
+    is one)."""
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds between two tries of a process waiting for the lock."""
+        ...
 
     async def acquire(self) -> bool:
         """Take the lock if it is free; ``False`` when another process holds it."""
@@ -112,6 +118,10 @@ class UpdatesLock(Protocol):
 
 class LocalUpdatesLock:
     """The single-process lock: always granted. Enough when one process runs the bot."""
+
+    @property
+    def retry_interval(self) -> float:
+        return LOCK_RETRY
 
     async def acquire(self) -> bool:
         return True
@@ -519,7 +529,7 @@ class TelegramService:
     async def _wait_for_lock(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), LOCK_RETRY)
+                await asyncio.wait_for(self._stopping.wait(), self._lock.retry_interval)
             if self._stopping.is_set():
                 return
             if await self._lock.acquire():
