@@ -5,6 +5,7 @@ and the tests read the callbacks and follow-ups the fake server received."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,15 +13,18 @@ from typing import Any
 
 import discord
 import pytest
+import yarl
 from discord.gateway import DiscordWebSocket
+from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select
 
 from bot.commands.answers import Notice
+from bot.commands.core import CommandCore
 from bot.delivery.discord.render import payload_problems, render_answer
 from bot.delivery.discord.service import DiscordService, build
 from bot.delivery.records import OutboxMessage, Sent
 from bot.matching.catalog import load_catalog
-from bot.settings import load_settings
+from bot.settings import DiscordSection, load_settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
 from bot.storage.schema import feeds
@@ -345,3 +349,70 @@ async def test_search_reports_no_results_and_escapes_the_query(
     text = text_of(follow_up.body)
     assert "No matched items" in text
     assert "@everyone" not in text
+
+
+async def test_long_answers_are_split_into_follow_ups_within_limits(
+    fake: FakeDiscord, service: DiscordService, engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        for n in range(60):
+            conn.execute(
+                insert(feeds).values(
+                    url=f"https://feeds.example/{n}/" + "p" * 300,
+                    name=f"Sample feed {n} " + "n" * 150,
+                    created_at=datetime.now(UTC),
+                )
+            )
+    list_feeds = interaction("feeds", [{"type": 1, "name": "list", "options": []}])
+    await fake.dispatch("INTERACTION_CREATE", list_feeds)
+    await fake.wait_for_request("POST", f"/interactions/{list_feeds['id']}/")
+    path = f"/webhooks/{APP_ID}/{list_feeds['token']}"
+
+    def names_seen(f: FakeDiscord) -> int:
+        return sum(text_of(r.body).count("Sample feed") for r in f.requests_to("POST", path))
+
+    await fake.wait_for(lambda f: names_seen(f) == 60)
+    follow_ups = fake.requests_to("POST", path)
+    assert len(follow_ups) > 1
+    for follow_up in follow_ups:
+        assert_message_ok(follow_up.body)
+        assert follow_up.body["flags"] & EPHEMERAL
+
+
+async def test_slow_work_is_deferred_before_it_starts(
+    fake: FakeDiscord, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The defer reaches Discord while the core is still blocked (here: in DNS resolution)."""
+    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))
+    resolving = threading.Event()
+    answer_dns = threading.Event()
+
+    def slow_resolve(host: str, port: int) -> list[str]:
+        resolving.set()
+        assert answer_dns.wait(30), "the test never let DNS answer"
+        return ["93.184.216.34"]
+
+    core = CommandCore(engine, load_catalog(), resolve=slow_resolve)
+    options = DiscordSection(sync_commands=False)
+    slow = DiscordService(token=SecretStr("fake-token-for-tests"), core=core, options=options)
+    await slow.start()
+    try:
+        await fake.wait_identified()
+        payload = interaction(
+            "feeds",
+            [{"type": 1, "name": "add", "options": [option("url", "https://slow.example/f")]}],
+            permissions=MANAGE_GUILD,
+        )
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        [callback] = await fake.wait_for_request("POST", f"/interactions/{payload['id']}/")
+        assert callback.body["type"] == 5
+        assert resolving.is_set()
+        assert not fake.requests_to("POST", f"/webhooks/{APP_ID}/{payload['token']}")
+        answer_dns.set()
+        [added] = await fake.wait_for_request("POST", f"/webhooks/{APP_ID}/{payload['token']}")
+        assert "Added https://slow.example/f" in text_of(added.body)
+        assert fake.commands == {}  # sync_commands = false: nothing synced
+    finally:
+        answer_dns.set()
+        await slow.stop()
