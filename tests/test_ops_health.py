@@ -17,19 +17,47 @@ NOW = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)
 MAX_AGE = timedelta(minutes=3)
 
 
-def test_beat_upserts_one_row_per_name(database_url: str) -> None:
+def test_beat_upserts_one_row_per_name_and_host(database_url: str) -> None:
     engine = make_engine(database_url)
     migrate(engine)
     beat(engine, owner="host:1", now=NOW)
     beat(engine, owner="host:2", now=NOW + timedelta(seconds=15), info={"tick": 2})
-    beat(engine, name="other", owner="host:3", now=NOW)
+    beat(engine, name="other", owner="box:3", now=NOW)
     with engine.connect() as connection:
         rows = connection.execute(select(heartbeats).order_by(heartbeats.c.name)).all()
-        assert connection.execute(select(func.count()).select_from(heartbeats)).scalar() == 2
+        assert connection.execute(select(func.count()).select_from(heartbeats)).scalar() == 4
     engine.dispose()
-    assert [(r.name, r.owner) for r in rows] == [("other", "host:3"), ("scheduler", "host:2")]
-    assert rows[1].beat_at == NOW + timedelta(seconds=15)
-    assert rows[1].info == {"tick": 2}
+    assert [(r.name, r.owner) for r in rows] == [
+        ("other", "box:3"),
+        ("other@box", "box:3"),
+        ("scheduler", "host:2"),
+        ("scheduler@host", "host:2"),
+    ]
+    assert rows[2].beat_at == NOW + timedelta(seconds=15)
+    assert rows[2].info == {"tick": 2}
+
+
+def test_each_host_is_judged_by_its_own_beat(database_url: str) -> None:
+    """With replicas, a stuck container is not covered by a live one."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    beat(engine, owner="stuck:1", now=NOW)
+    beat(engine, owner="alive:1", now=NOW + timedelta(minutes=5))
+    later = NOW + timedelta(minutes=5, seconds=10)
+    stuck = check_health(engine, later, MAX_AGE, host="stuck")
+    assert not stuck.healthy
+    assert "from stuck:1" in stuck.reason
+    assert check_health(engine, later, MAX_AGE, host="alive").healthy
+    # A host that never ran the bot (e.g. a monitor elsewhere) sees the newest beat of any.
+    elsewhere = check_health(engine, later, MAX_AGE, host="monitor")
+    assert elsewhere.healthy
+    assert elsewhere.owner == "alive:1"
+    # Per-host rows of hosts gone for a day are pruned by the next beat.
+    beat(engine, owner="alive:1", now=NOW + timedelta(days=1, minutes=1))
+    with engine.connect() as connection:
+        names = set(connection.execute(select(heartbeats.c.name)).scalars())
+    engine.dispose()
+    assert names == {"scheduler", "scheduler@alive"}
 
 
 def test_check_health_states(database_url: str) -> None:

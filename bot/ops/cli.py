@@ -7,6 +7,7 @@ configuration. ``health`` never exits 2 (Docker reserves it): any failure there 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,7 +92,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     engine = make_engine(url)
     try:
         report = check_health(
-            engine, datetime.now(UTC), settings.file.bot.health_max_age, name=args.name
+            engine,
+            datetime.now(UTC),
+            settings.file.bot.health_max_age,
+            name=args.name,
+            host=socket.gethostname(),
         )
     finally:
         engine.dispose()
