@@ -157,8 +157,12 @@ class _TermIndex:
         multi_starts, acronym_starts = self.multi_starts, self.acronym_starts
         lengths = self.prefix_lengths
         count = len(lower)
+        cache = self._cache
         for i, token in enumerate(lower):
-            for k in self._unigram(token):
+            unigram = cache.get(token)
+            if unigram is None:
+                unigram = self._unigram(token)
+            for k in unigram:
                 if k not in found:
                     found[k] = original[i]
             if token in acronym_starts:
@@ -275,7 +279,10 @@ class Matcher:
         return lead, units, sentences, lead_count
 
     @staticmethod
-    def _evidence(compiled: _Compiled, lead: _Unit, body: list[_Unit]) -> tuple[float, list[str]]:
+    def _evidence(
+        compiled: _Compiled, lead: _Unit, body: list[_Unit], where: dict[str, list[int]]
+    ) -> tuple[float, list[str]]:
+        """Evidence total and its description; ``where`` maps a group key to its body sentences."""
         total = 0.0
         body_total = 0.0
         body_sentences: set[int] = set()
@@ -285,7 +292,10 @@ class Matcher:
                 total += rule.weight
                 evidence.append("lead: " + " + ".join(lead.terms[k] for k in keys))
                 continue
-            hits = [n for n, u in enumerate(body) if all(k in u.groups for k in keys)]
+            first = where.get(keys[0])
+            if not first:
+                continue
+            hits = [n for n in first if all(k in body[n].groups for k in keys[1:])]
             if hits:
                 body_sentences.update(hits)
                 body_total += rule.weight * min(1.0, BODY_SHARE * len(hits))
@@ -305,9 +315,13 @@ class Matcher:
         """The themes (score, excerpt, evidence) and claims ``item`` is about; empty when none."""
         lead, units, sentences, lead_count = self._units(item)
         body_units = units[lead_count:]
+        where: dict[str, list[int]] = defaultdict(list)
+        for n, unit in enumerate(body_units):
+            for key in unit.groups:
+                where[key].append(n)
         themes: list[ThemeMatch] = []
         for compiled in self._themes:
-            evidence_total, evidence = self._evidence(compiled, lead, body_units)
+            evidence_total, evidence = self._evidence(compiled, lead, body_units, where)
             score = calibrated(evidence_total)
             if score < compiled.threshold:
                 continue
@@ -318,7 +332,7 @@ class Matcher:
             excerpt = choose_excerpt(candidates, title=plain_text(item.title or ""))
             themes.append(ThemeMatch(compiled.id, round(score, 4), excerpt, tuple(evidence)))
         themes.sort(key=lambda m: -m.score)
-        claims = self._claims_for(themes, lead, body_units)
+        claims = self._claims_for(themes, lead, body_units, where)
         return MatchResult(item.id, tuple(themes), tuple(claims))
 
     def shows_theme(self, theme_id: str, text: str) -> bool:
@@ -331,7 +345,11 @@ class Matcher:
         )
 
     def _claims_for(
-        self, themes: Iterable[ThemeMatch], lead: _Unit, body: list[_Unit]
+        self,
+        themes: Iterable[ThemeMatch],
+        lead: _Unit,
+        body: list[_Unit],
+        where: dict[str, list[int]],
     ) -> list[ClaimMatch]:
         theme_scores = {m.theme_id: m.score for m in themes}
         if not theme_scores:
@@ -341,7 +359,7 @@ class Matcher:
             parent = max((theme_scores.get(t, 0.0) for t in claim.themes), default=0.0)
             if parent <= 0.0:
                 continue
-            total, evidence = self._evidence(compiled, lead, body)
+            total, evidence = self._evidence(compiled, lead, body, where)
             score = min(parent, calibrated(total))
             if score >= compiled.threshold:
                 found.append(ClaimMatch(claim.id, round(score, 4), tuple(evidence)))
