@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -51,6 +52,7 @@ from bot.delivery.platform import PlatformService, Renderer, by_platform
 from bot.delivery.records import Sender
 from bot.digest.service import run_due_digests
 from bot.matching.catalog import Catalog, load_catalog
+from bot.ops.leader import LeaderLock
 from bot.settings import Settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
@@ -74,11 +76,20 @@ PLATFORM_MODULES = {
     "telegram": "bot.delivery.telegram.service",
 }
 
+# The keyword each platform's build() takes its leader lock by (bot.ops.leader): only the
+# replica holding it receives slash commands / updates; every replica sends.
+LEADER_KEYWORDS = {"discord": "gateway_lock", "telegram": "updates_lock"}
+
 T = TypeVar("T")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def process_name() -> str:
+    """This process in leases and heartbeats: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def housekeeping(engine: Engine, *, now: datetime, keep: timedelta = KEEP_DELIVERED) -> int:
@@ -110,7 +121,13 @@ def build_platform_services(
                 raise
             log.error("%s token is set, but this build has no %s support", platform, platform)
             continue
-        service = module.build(settings, engine, catalog)
+        extra: dict[str, Any] = {}
+        keyword = LEADER_KEYWORDS.get(platform)
+        if keyword and keyword in inspect.signature(module.build).parameters:
+            extra[keyword] = LeaderLock(
+                engine, platform, owner=process_name(), lease=settings.file.bot.leader_lease
+            )
+        service = module.build(settings, engine, catalog, **extra)
         if service is not None:
             services.append(service)
     return services
@@ -125,7 +142,7 @@ class App:
     catalog: Catalog
     services: Sequence[PlatformService] = ()
     console: bool = False
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    owner: str = field(default_factory=process_name)
     renderers: dict[str, Renderer] = field(init=False)
     outbox: Outbox = field(init=False)
     _poller: Any = field(init=False, default=None)

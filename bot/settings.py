@@ -101,6 +101,10 @@ class BotSection(_Section):
     )
     heartbeat_path: Path | None = None
     health_max_age: Duration = timedelta(minutes=3)
+    leader_lease: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How long a dead replica keeps the Discord gateway / Telegram poller role.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

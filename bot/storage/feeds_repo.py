@@ -176,20 +176,34 @@ def claim_feeds(
 ) -> list[FeedState]:
     """Lease enabled feeds (due ones, or all with ``due_only=False``) whose lease is free.
 
-    Each claim is a compare-and-set on the lease columns, so concurrent pollers (threads,
-    processes, replicas on PostgreSQL) never get the same feed."""
+    On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED`` and leased in the
+    same transaction, so replicas claiming at once split the feeds between them without
+    waiting. Elsewhere each claim is a compare-and-set on the lease columns (and, for due
+    feeds, on still being due: a feed another poller fetched meanwhile is not fetched again)."""
     free = or_(
         feeds.c.lease_until.is_(None), feeds.c.lease_until <= now, feeds.c.lease_owner == owner
     )
+    due = or_(feeds.c.next_poll_at.is_(None), feeds.c.next_poll_at <= now)
     query = (
         select(feeds)
         .where(feeds.c.enabled.is_(True), free)
         .order_by(feeds.c.next_poll_at.is_not(None), feeds.c.next_poll_at, feeds.c.id)
     )
     if due_only:
-        query = query.where(or_(feeds.c.next_poll_at.is_(None), feeds.c.next_poll_at <= now))
+        query = query.where(due)
     if limit is not None:
         query = query.limit(limit)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            rows = conn.execute(query.with_for_update(skip_locked=True)).all()
+            for start in range(0, len(rows), _IN_CHUNK):
+                ids = [row.id for row in rows[start : start + _IN_CHUNK]]
+                conn.execute(
+                    update(feeds)
+                    .where(feeds.c.id.in_(ids))
+                    .values(lease_owner=owner, lease_until=now + lease)
+                )
+        return [_state(row) for row in rows]
     with engine.connect() as conn:
         candidates = conn.execute(query).all()
     if not candidates:
@@ -197,9 +211,10 @@ def claim_feeds(
     claimed: list[FeedState] = []
     with engine.begin() as conn:
         for row in candidates:
+            still = and_(free, due) if due_only else free
             result = conn.execute(
                 update(feeds)
-                .where(feeds.c.id == row.id, free)
+                .where(feeds.c.id == row.id, still)
                 .values(lease_owner=owner, lease_until=now + lease)
             )
             if result.rowcount == 1:

@@ -30,6 +30,7 @@ from bot.delivery.discord.sender import DiscordSender, make_trace_config
 from bot.delivery.platform import Renderer
 from bot.delivery.records import Sender
 from bot.matching.catalog import Catalog
+from bot.ops.leader import LeaderLock
 from bot.settings import DiscordSection, Settings
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,20 @@ class DiscordService:
 
     name = "discord"
 
-    def __init__(self, *, token: SecretStr, core: CommandCore, options: DiscordSection) -> None:
+    def __init__(
+        self,
+        *,
+        token: SecretStr,
+        core: CommandCore,
+        options: DiscordSection,
+        gateway_lock: LeaderLock | None = None,
+    ) -> None:
         self._token = token
+        # With several replicas, only the holder of this lock connects the gateway (two
+        # sessions would both receive every slash command); the others only post.
+        self._lock = gateway_lock
+        self._standby: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.client = CounterpartyClient(
             core,
             sync_commands=options.sync_commands,
@@ -77,7 +90,17 @@ class DiscordService:
         Returns once logged in; the sender works from then on, slash commands once the gateway
         is ready (:meth:`wait_until_ready`). A bad token raises ``discord.LoginFailure``."""
         await self.client.login(self._token.get_secret_value())
-        self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
+        if self._lock is None or await self._lock.acquire():
+            self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
+        else:
+            log.info("discord: another replica holds the gateway; this one only posts")
+            self._standby = asyncio.create_task(self._wait_for_lock(), name="discord-standby")
+
+    async def _wait_for_lock(self) -> None:
+        assert self._lock is not None
+        if await self._lock.wait_until_acquired(self._stopping):
+            log.info("discord: this replica takes over the gateway")
+            self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
 
     async def _run_gateway(self) -> None:
         try:
@@ -90,6 +113,10 @@ class DiscordService:
         await self.client.wait_until_ready()
 
     async def stop(self) -> None:
+        self._stopping.set()
+        if self._standby is not None:
+            await self._standby
+            self._standby = None
         await self.client.close()
         if self._gateway is not None:
             try:
@@ -100,10 +127,19 @@ class DiscordService:
                     await self._gateway
             self._gateway = None
         await self._sender.aclose()
+        if self._lock is not None:
+            await self._lock.release()
 
 
-def build(settings: Settings, engine: Engine, catalog: Catalog) -> DiscordService | None:
-    """The Discord service, or ``None`` when ``DISCORD_TOKEN`` is not set."""
+def build(
+    settings: Settings,
+    engine: Engine,
+    catalog: Catalog,
+    *,
+    gateway_lock: LeaderLock | None = None,
+) -> DiscordService | None:
+    """The Discord service, or ``None`` when ``DISCORD_TOKEN`` is not set. ``gateway_lock``
+    elects the one replica that connects the gateway (default: this process always does)."""
     token = settings.env.discord_token
     if token is None:
         return None
@@ -115,4 +151,6 @@ def build(settings: Settings, engine: Engine, catalog: Catalog) -> DiscordServic
         catalog,
         allow_private_feeds=settings.file.fetch.allow_private_addresses_from_commands,
     )
-    return DiscordService(token=token, core=core, options=settings.file.discord)
+    return DiscordService(
+        token=token, core=core, options=settings.file.discord, gateway_lock=gateway_lock
+    )
