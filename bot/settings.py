@@ -133,6 +133,10 @@ class FetchSection(_Section):
     max_updates_per_entry: int = Field(default=5, ge=0)
     tick: Duration = timedelta(seconds=15)
     allow_private_addresses_from_commands: bool = False
+    lease: Duration | None = Field(
+        default=None,
+        description="How long a poller holds a feed it is fetching; default 2 x deadline + 2m.",
+    )
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> FetchSection:
@@ -140,6 +144,8 @@ class FetchSection(_Section):
             raise ValueError("min_interval must not be greater than max_interval")
         if self.max_decompressed_bytes < self.max_body_bytes:
             raise ValueError("max_decompressed_bytes must be at least max_body_bytes")
+        if self.lease is not None and self.lease <= self.deadline:
+            raise ValueError("lease must be longer than deadline (a fetch may take that long)")
         return self
 
 

@@ -151,7 +151,7 @@ class Poller:
             jitter=self._fetch.jitter,
         )
         # A poll's lease outlives the slowest possible fetch plus parse and store.
-        self._lease = self._fetch.deadline * 2 + timedelta(minutes=2)
+        self._lease = self._fetch.lease or self._fetch.deadline * 2 + timedelta(minutes=2)
         self._fetcher: Fetcher | None = None
         self._pool: ProcessPoolExecutor | None = None
         # One writer at a time from this process: SQLite serialises writers anyway, and waiting
