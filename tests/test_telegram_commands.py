@@ -4,6 +4,7 @@ tests read what the bot sent back (the fake refuses HTML Telegram would refuse).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -411,6 +412,40 @@ async def test_without_the_updates_lock_the_service_only_sends(
         assert fake.calls_to("getUpdates") == []
     finally:
         await built.stop()
+
+
+class FreedLater:
+    """An updates lock another process holds at first and then gives up."""
+
+    retry_interval = 0.05
+
+    def __init__(self) -> None:
+        self.answers = [False, True]
+        self.released = asyncio.Event()
+
+    async def acquire(self) -> bool:
+        return self.answers.pop(0) if self.answers else True
+
+    async def release(self) -> None:
+        self.released.set()
+
+
+async def test_a_standby_takes_over_when_the_lock_frees(
+    fake: FakeTelegram, engine: Engine, tmp_path: Path, database_url: str
+) -> None:
+    lock = FreedLater()
+    settings = settings_for(tmp_path, database_url, fake)
+    built = build(settings, engine, load_catalog(), updates_lock=lock)
+    assert built is not None
+    await built.start()
+    try:
+        assert not built.receiving
+        await fake.wait_for_calls("getUpdates")
+        assert built.receiving
+        assert "putin-deal" in text_of(await command(fake, PRIVATE, ADMIN, "/themes"))
+    finally:
+        await built.stop()
+    assert lock.released.is_set()
 
 
 def free_port() -> int:

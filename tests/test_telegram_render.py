@@ -147,6 +147,24 @@ def test_hostile_feed_text_is_escaped_and_matches_golden() -> None:
     check_golden("telegram_hostile.html", messages)
 
 
+def test_a_long_digest_splits_between_entries_and_matches_golden() -> None:
+    excerpt = (
+        "An invented excerpt, long enough that a dozen of them need two messages: the envoy "
+        "said talks would resume, the spokesman said nothing had been agreed, and analysts "
+        "disagreed about what either side could give up. "
+    ) * 2
+    entries = [
+        entry(i, title=f"Invented headline {i:02d}: talks & terms", excerpt=excerpt)
+        for i in range(12)
+    ]
+    messages = render_digest(digest_of(*entries))
+    assert len(messages) == 2
+    visible = assert_valid(messages)
+    assert visible[0].endswith("(1/2)")
+    assert visible[1].startswith("🧭 Is Putin ready to deal? (continued)")
+    check_golden("telegram_split.html", messages)
+
+
 # -- splitting ------------------------------------------------------------------------------
 
 

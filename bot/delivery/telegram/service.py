@@ -13,10 +13,11 @@ their topics, ``/subscribe`` and ``/unsubscribe`` need a chat administrator (che
 post at all.
 
 Only one process may receive a token's updates (Telegram answers a second ``getUpdates`` with
-409 Conflict). :class:`UpdatesLock` is the hook for that: the default
-:class:`LocalUpdatesLock` always grants it (one process, the SQLite deployment); a PostgreSQL
-advisory lock can be plugged in through ``build(..., updates_lock=...)``. A process that does not
-get the lock still posts digests (sending needs no lock) and keeps retrying the lock.
+409 Conflict). :class:`UpdatesLock` is the hook for that: ``bot.app`` passes
+``build(..., updates_lock=LeaderLock(...))`` (``bot.ops.leader``: a PostgreSQL advisory lock, or
+a lease row on SQLite); without one, :class:`LocalUpdatesLock` always grants it. A process that
+does not get the lock still posts digests (sending needs no lock) and retries the lock every
+``retry_interval`` seconds, so a standby takes over when the holder goes away.
 
 The token comes from ``TELEGRAM_TOKEN`` only and never reaches a log line or an error this
 module raises. ``COUNTERPARTY_TELEGRAM_API_BASE`` (PTB's ``base_url`` form, the token is
