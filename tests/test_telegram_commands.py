@@ -312,6 +312,39 @@ async def test_a_private_chat_needs_no_admin_check(
     assert stored(engine, str(PRIVATE)) is not None
 
 
+async def test_a_channel_post_subscribes_the_channel(
+    fake: FakeTelegram, service: TelegramService, engine: Engine
+) -> None:
+    channel = -1005550009
+    fake.add_chat(channel, "channel", title="Digest channel")
+    before = len(fake.sent)
+    fake.channel_post(channel, "/subscribe words-not-deeds")
+    await fake.wait_for(lambda f: len(f.sent) > before)
+    assert "Subscribed: Digest channel" in text_of(fake.sent[before:])
+    sub = stored(engine, str(channel))
+    assert sub is not None
+    assert sub.themes == ("words-not-deeds",)
+    assert fake.calls_to("getChatMember") == []  # only administrators can post in a channel
+
+
+async def test_an_anonymous_group_admin_may_subscribe(
+    fake: FakeTelegram, service: TelegramService, engine: Engine
+) -> None:
+    before = len(fake.sent)
+    # Someone posting "as" another channel is not the group speaking: refused.
+    impostor = fake.message_update(GROUP, MEMBER, "/subscribe")
+    impostor["message"]["sender_chat"] = fake.add_chat(-1005550010, "channel").payload()
+    fake.push_update(impostor)
+    await fake.wait_for(lambda f: len(f.sent) > before)
+    assert "Only an administrator" in text_of(fake.sent[before:])
+    assert stored(engine, str(GROUP)) is None
+    before = len(fake.sent)
+    fake.anonymous_admin_command(GROUP, "/subscribe")
+    await fake.wait_for(lambda f: len(f.sent) > before)
+    assert "Subscribed" in text_of(fake.sent[before:])
+    assert stored(engine, str(GROUP)) is not None
+
+
 async def test_status_shows_a_paused_subscription_and_why(
     fake: FakeTelegram, service: TelegramService, engine: Engine
 ) -> None:

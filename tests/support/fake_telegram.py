@@ -33,6 +33,7 @@ from aiohttp import web
 
 BOT_ID = 7000000001
 BOT_USERNAME = "counterparty_test_bot"
+GROUP_ANONYMOUS_BOT_ID = 1087968824  # Telegram's stand-in user for anonymous admins
 TOKEN = "7000000001:AAE-fake-token-for-tests-only_0123456789"
 
 ALLOWED_TAGS = {
@@ -327,6 +328,20 @@ class FakeTelegram:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
         return {"message": message}
+
+    def channel_post(self, chat_id: int, text: str) -> int:
+        """Queue a post in a channel (no sender user: channels speak as themselves)."""
+        update = self.message_update(chat_id, 0, text)
+        message = update["message"]
+        del message["from"]
+        message["sender_chat"] = self._chat(chat_id).payload()
+        return self.push_update({"channel_post": message})
+
+    def anonymous_admin_command(self, chat_id: int, text: str) -> int:
+        """Queue a command from an anonymous group administrator (sent as the group itself)."""
+        update = self.message_update(chat_id, GROUP_ANONYMOUS_BOT_ID, text)
+        update["message"]["sender_chat"] = self._chat(chat_id).payload()
+        return self.push_update(update)
 
     def command(
         self, chat_id: int, user_id: int, text: str, *, thread_id: int | None = None
