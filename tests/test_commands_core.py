@@ -403,3 +403,16 @@ def test_status_shows_paused_subscriptions_outbox_and_feed_health(
         "https://feeds.example/bad.xml": "failing",
         "https://feeds.example/new.xml": "new",
     }
+
+
+def test_subscribing_again_resumes_a_paused_subscription(core: CommandCore, engine: Engine) -> None:
+    core.subscribe(HERE)
+    with engine.begin() as conn:
+        sub = subs_repo.find(conn, "discord", HERE.target)
+        assert sub is not None
+        subs_repo.pause(conn, sub.id, "403 Missing Access")
+    notice = core.subscribe(HERE)
+    assert "Delivery resumed (it was paused: 403 Missing Access)" in notice.text
+    [info] = core.subscriptions(HERE).subscriptions
+    assert not info.paused
+    assert core.status(HERE).paused == ()

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert, select
 from bot.commands.answers import Notice
 from bot.commands.core import CommandCore
 from bot.delivery.discord.render import payload_problems, render_answer
-from bot.delivery.discord.service import DiscordService, build
+from bot.delivery.discord.service import DiscordService, WebhookOnlyService, build
 from bot.delivery.records import OutboxMessage, Sent
 from bot.matching.catalog import load_catalog
 from bot.settings import DiscordSection, load_settings
@@ -416,3 +416,21 @@ async def test_slow_work_is_deferred_before_it_starts(
     finally:
         answer_dns.set()
         await slow.stop()
+
+
+@pytest.mark.parametrize("with_webhook", [True, False])
+def test_build_without_a_token(tmp_path: Path, engine: Engine, with_webhook: bool) -> None:
+    config = tmp_path / "feeds.toml"
+    webhook = (
+        '[[subscriptions]]\nplatform = "discord-webhook"\n'
+        'target = "https://discord.com/api/webhooks/123456789012345678/' + "t" * 68 + '"\n'
+    )
+    config.write_text(webhook if with_webhook else "", encoding="utf-8")
+    settings = load_settings(config, database_url="sqlite://", environ={})
+    built = build(settings, engine, load_catalog())
+    if not with_webhook:
+        assert built is None
+        return
+    assert isinstance(built, WebhookOnlyService)
+    assert [s.platforms for s in built.senders] == [("discord-webhook",)]
+    assert [r.platforms for r in built.renderers] == [("discord-webhook",)]

@@ -181,3 +181,17 @@ async def test_unreachable_server_is_retry_later(
     outcome = await sender.send(message())
     assert isinstance(outcome, RetryLater)
     assert "network error" in outcome.error
+
+
+async def test_without_a_bot_only_webhooks_are_served(fake: FakeDiscord) -> None:
+    webhook_only = DiscordSender(None)
+    try:
+        assert webhook_only.platforms == ("discord-webhook",)
+        sent = await webhook_only.send(message(platform="discord-webhook", target=WEBHOOK_URL))
+        assert isinstance(sent, Sent)
+        waiting = await webhook_only.send(message())
+        assert isinstance(waiting, RetryLater)
+        assert "DISCORD_TOKEN" in waiting.error
+    finally:
+        await webhook_only.aclose()
+    assert fake.requests_to("POST", "/channels/") == []

@@ -164,13 +164,14 @@ class CommandCore:
         items = 10 if max_items is None else max_items
         if not 1 <= items <= 100:
             raise CommandError("The maximum number of items must be between 1 and 100.")
+        now = self._clock()
         with self._engine.begin() as conn:
-            existed = subs_repo.find(conn, caller.platform, caller.target) is not None
-            subs_repo.upsert(
+            existing = subs_repo.find(conn, caller.platform, caller.target)
+            sub = subs_repo.upsert(
                 conn,
                 platform=caller.platform,
                 target=caller.target,
-                now=self._clock(),
+                now=now,
                 themes=theme_ids,
                 claims=claim_ids,
                 cadence=cadence_text,
@@ -180,14 +181,21 @@ class CommandCore:
                 guild_id=caller.guild_id,
                 created_by=caller.user_id,
             )
+            # Subscribing again is how a user says "access is fixed": resume a paused one.
+            resumed = sub.paused
+            if resumed:
+                subs_repo.resume(conn, sub.id, now=now)
         what = "every theme" if theme_ids is None else "themes " + ", ".join(theme_ids)
         if claim_ids:
             what += " and claims " + ", ".join(claim_ids)
-        verb = "Updated the subscription" if existed else "Subscribed"
-        return Notice(
+        verb = "Updated the subscription" if existing is not None else "Subscribed"
+        text = (
             f"{verb}: {caller.target_label} gets {what}, cadence {cadence_text}, "
             f"minimum score {score:.2f}, at most {items} items per digest."
         )
+        if resumed:
+            text += f" Delivery resumed (it was paused: {sub.pause_reason or 'no reason given'})."
+        return Notice(text)
 
     def unsubscribe(self, caller: Caller) -> Notice:
         with self._engine.begin() as conn:

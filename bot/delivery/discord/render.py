@@ -433,7 +433,8 @@ def render_answer(answer: Answer) -> list[Payload]:
 class DiscordRenderer:
     """The :class:`bot.delivery.platform.Renderer` for Discord channels and webhooks."""
 
-    platforms: tuple[str, ...] = ("discord", "discord-webhook")
+    def __init__(self, platforms: tuple[str, ...] = ("discord", "discord-webhook")) -> None:
+        self.platforms = platforms
 
     def render(self, digest: Digest) -> list[Payload]:
         return render_digest(digest)

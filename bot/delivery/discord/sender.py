@@ -123,20 +123,23 @@ class DiscordSender:
     ``client`` must be logged in (``await client.login(token)``; no gateway needed) and built
     with ``http_trace=make_trace_config()``. ``session`` (for webhooks) should have
     ``trace_configs=[make_trace_config()]``; without one the sender opens its own on first use
-    and closes it in :meth:`aclose`. The sender never owns the client.
+    and closes it in :meth:`aclose`. The sender never owns the client. With ``client=None``
+    (no token) it serves ``discord-webhook`` only.
     """
 
-    platforms: tuple[str, ...] = PLATFORMS
+    platforms: tuple[str, ...]
 
     def __init__(
         self,
-        client: discord.Client,
+        client: discord.Client | None,
         session: aiohttp.ClientSession | None = None,
         *,
         timeout: float = 30.0,
         max_wait: float = 2.0,
     ) -> None:
         self._client = client
+        # Without a logged-in bot (no DISCORD_TOKEN) only webhooks can be posted to.
+        self.platforms = PLATFORMS if client is not None else ("discord-webhook",)
         self._session = session
         self._owns_session = False
         self._timeout = timeout
@@ -183,6 +186,8 @@ class DiscordSender:
             channel_id = int(message.target)
         except ValueError:
             return Rejected(f"{message.target!r} is not a Discord channel id")
+        if self._client is None:
+            return RetryLater("channel posts need the bot: DISCORD_TOKEN is not set")
         channel = self._client.get_partial_messageable(channel_id)
         posted = await channel.send(
             content=message.payload.get("content"),

@@ -131,21 +131,48 @@ class DiscordService:
             await self._lock.release()
 
 
+class WebhookOnlyService:
+    """Discord without a bot token: posts to ``discord-webhook`` subscriptions, no commands."""
+
+    name = "discord-webhook"
+
+    def __init__(self) -> None:
+        self._sender = DiscordSender(None)
+        self._renderer = DiscordRenderer(platforms=("discord-webhook",))
+
+    @property
+    def renderers(self) -> Sequence[Renderer]:
+        return [self._renderer]
+
+    @property
+    def senders(self) -> Sequence[Sender]:
+        return [self._sender]
+
+    async def start(self) -> None:
+        """Nothing to connect: webhooks need no login."""
+
+    async def stop(self) -> None:
+        await self._sender.aclose()
+
+
 def build(
     settings: Settings,
     engine: Engine,
     catalog: Catalog,
     *,
     gateway_lock: LeaderLock | None = None,
-) -> DiscordService | None:
-    """The Discord service, or ``None`` when ``DISCORD_TOKEN`` is not set. ``gateway_lock``
+) -> DiscordService | WebhookOnlyService | None:
+    """The Discord service. Without ``DISCORD_TOKEN``: a webhook-only service when
+    ``feeds.toml`` has ``discord-webhook`` subscriptions, else ``None``. ``gateway_lock``
     elects the one replica that connects the gateway (default: this process always does)."""
     token = settings.env.discord_token
-    if token is None:
-        return None
     configure_endpoints(
         api_base=settings.env.discord_api_base, gateway=settings.env.discord_gateway
     )
+    if token is None:
+        if any(s.platform == "discord-webhook" for s in settings.subscriptions):
+            return WebhookOnlyService()
+        return None
     core = CommandCore(
         engine,
         catalog,
