@@ -88,3 +88,14 @@ def test_choose_excerpt_adds_the_next_sentence_when_both_fit() -> None:
     ]
     out = choose_excerpt(candidates, title="T", limit=300)
     assert out == "Kremlin rejects the plan. Peskov said more talks were needed."
+
+
+def test_a_richer_title_beats_a_weak_sentence() -> None:
+    candidates = [Candidate("The talks lasted only two hours.", 1.0, 0)]
+    out = choose_excerpt(
+        candidates, title="US-Iran nuclear talks begin in Oman", title_relevance=3.0
+    )
+    assert out == "US-Iran nuclear talks begin in Oman"
+    strong = [Candidate("Iran and the US began nuclear talks in Muscat.", 3.0, 0)]
+    out = choose_excerpt(strong, title="Talks begin", title_relevance=3.0)
+    assert out == "Iran and the US began nuclear talks in Muscat."

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from bot.matching.text import quote_spans, sentence_spans
 
 EXCERPT_LIMIT = 300
+# A sentence carrying less theme evidence than this (one term group) loses to a richer title.
+WEAK_SENTENCE = 2.0
 ELLIPSIS = "…"
 
 # A quotation is attributed when a speech verb stands next to it.
@@ -60,18 +62,25 @@ def candidate_score(candidate: Candidate) -> float:
 
 
 def choose_excerpt(
-    candidates: Sequence[Candidate], *, title: str, limit: int = EXCERPT_LIMIT
+    candidates: Sequence[Candidate],
+    *,
+    title: str,
+    title_relevance: float = 0.0,
+    limit: int = EXCERPT_LIMIT,
 ) -> str:
     """The best excerpt: a relevant sentence (two if both fit), else the title.
 
     Only sentences with some theme evidence (``relevance > 0``) qualify, so the excerpt read
-    alone shows why the item matched; when no sentence of the summary or body carries any, the
-    title (which then carried the match) is the excerpt.
+    alone shows why the item matched. The title is the excerpt when no sentence of the summary
+    or body carries any evidence, or when the best sentence carries less than the title and
+    less than ``WEAK_SENTENCE`` (a single term cannot show a theme on its own).
     """
     relevant = [c for c in candidates if c.relevance > 0]
     if not relevant:
         return clip(title.strip(), limit)
     best = max(relevant, key=candidate_score)
+    if best.relevance < WEAK_SENTENCE and title_relevance > best.relevance:
+        return clip(title.strip(), limit)
     text = best.text.strip()
     following = [c for c in candidates if c.position == best.position + 1]
     if following and len(text) < limit // 2:

@@ -247,8 +247,8 @@ class Matcher:
 
     # -- per item ---------------------------------------------------------------------------
 
-    def _units(self, item: Item) -> tuple[_Unit, list[_Unit], list[str], int]:
-        """The lead unit, the body units, all sentences (lead then body) and the lead count.
+    def _units(self, item: Item) -> tuple[_Unit, _Unit, list[_Unit], list[str], int]:
+        """The title and lead units, sentence units, all sentences (lead then body), lead count.
 
         The lead is the title plus the first summary sentences up to ``LEAD_CHARS`` (at least
         one); the rest of a long summary counts as body, like the full content.
@@ -269,14 +269,15 @@ class Matcher:
             lead_count += 1
             used += len(sentence)
         scan = self._index.scan
-        lead_terms: dict[str, str] = scan(title)
+        title_terms = scan(title)
+        lead_terms: dict[str, str] = dict(title_terms)
         sentence_terms = [scan(s) for s in sentences]
         for terms in sentence_terms[:lead_count]:
             for key, term in terms.items():
                 lead_terms.setdefault(key, term)
         lead = _Unit(frozenset(lead_terms), lead_terms)
         units = [_Unit(frozenset(t), t) for t in sentence_terms]
-        return lead, units, sentences, lead_count
+        return _Unit(frozenset(title_terms), title_terms), lead, units, sentences, lead_count
 
     @staticmethod
     def _evidence(
@@ -313,7 +314,7 @@ class Matcher:
 
     def match(self, item: Item) -> MatchResult:
         """The themes (score, excerpt, evidence) and claims ``item`` is about; empty when none."""
-        lead, units, sentences, lead_count = self._units(item)
+        title, lead, units, sentences, lead_count = self._units(item)
         body_units = units[lead_count:]
         where: dict[str, list[int]] = defaultdict(list)
         for n, unit in enumerate(body_units):
@@ -329,7 +330,11 @@ class Matcher:
                 Candidate(text, _relevance(compiled, unit.groups), n)
                 for n, (text, unit) in enumerate(zip(sentences, units, strict=True))
             ]
-            excerpt = choose_excerpt(candidates, title=plain_text(item.title or ""))
+            excerpt = choose_excerpt(
+                candidates,
+                title=plain_text(item.title or ""),
+                title_relevance=_relevance(compiled, title.groups),
+            )
             themes.append(ThemeMatch(compiled.id, round(score, 4), excerpt, tuple(evidence)))
         themes.sort(key=lambda m: -m.score)
         claims = self._claims_for(themes, lead, body_units, where)
