@@ -434,3 +434,34 @@ def test_build_without_a_token(tmp_path: Path, engine: Engine, with_webhook: boo
     assert isinstance(built, WebhookOnlyService)
     assert [s.platforms for s in built.senders] == [("discord-webhook",)]
     assert [r.platforms for r in built.renderers] == [("discord-webhook",)]
+
+
+async def test_commands_sync_to_configured_guilds_at_once(
+    fake: FakeDiscord, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+    core = CommandCore(engine, load_catalog())
+    options = DiscordSection(guild_ids=[int(GUILD)])
+    guild_synced = DiscordService(
+        token=SecretStr("fake-token-for-tests"), core=core, options=options
+    )
+    await guild_synced.client.login("fake-token-for-tests")  # login runs setup_hook: the sync
+    try:
+        assert {c["name"] for c in fake.commands[GUILD]} == {
+            c["name"] for c in fake.commands["global"]
+        }
+        assert len(fake.commands[GUILD]) == 11
+        assert fake.requests_to("PUT", f"/applications/{APP_ID}/guilds/{GUILD}/commands")
+    finally:
+        await guild_synced.stop()
+
+
+async def test_theme_autocomplete_completes_the_last_of_several_ids(
+    fake: FakeDiscord, service: DiscordService
+) -> None:
+    payload = interaction(
+        "subscribe", [option("themes", "putin-deal, energy", focused=True)], kind=4
+    )
+    callback, _ = await invoke(fake, payload)
+    assert callback.body["type"] == 8
+    assert [c["value"] for c in callback.body["data"]["choices"]] == ["putin-deal, energy-windfall"]
