@@ -231,6 +231,16 @@ async def test_search_digest_feeds_status_answer(
     assert "Subscriptions here: 0" in status
 
 
+async def test_a_failed_reply_is_logged_and_reported_in_one_sentence(
+    fake: FakeTelegram, service: TelegramService, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail(500, method="sendMessage")  # the first reply is lost
+    (sorry,) = await command(fake, PRIVATE, ADMIN, "/themes")
+    assert "Sorry, that command failed" in check_telegram_html(sorry.text)
+    assert any("handling an update failed" in r.getMessage() for r in caplog.records)
+    assert any(r.exc_info for r in caplog.records if r.name == "bot.delivery.telegram.service")
+
+
 # -- subscriptions and admin rights ---------------------------------------------------------
 
 

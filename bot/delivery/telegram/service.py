@@ -292,6 +292,19 @@ class TelegramCommands:
     async def refuse(self, update: Update, context: Context, text: str) -> None:
         await self.reply(update, context, render_answer(Notice(text, ok=False)))
 
+    async def on_error(self, update: object, context: Context) -> None:
+        """The Application's error handler: log the traceback, and tell the person in one
+        sentence that their command failed (if that reply fails too, the log says so)."""
+        log.error("telegram: handling an update failed", exc_info=context.error)
+        if not isinstance(update, Update) or update.effective_chat is None:
+            return
+        try:
+            await self.refuse(
+                update, context, "Sorry, that command failed. The problem is in the bot's log."
+            )
+        except TelegramError as exc:
+            log.warning("telegram: could not report the failure to the chat either: %s", exc)
+
     # -- commands ----------------------------------------------------------------------------
 
     async def help(self, update: Update, context: Context) -> None:
@@ -394,11 +407,6 @@ class TelegramCommands:
             await self.answer(update, context, lambda: self.core.status(caller))
 
 
-async def _log_handler_error(update: object, context: Context) -> None:
-    """The Application's error handler: a command that failed is logged with its traceback."""
-    log.error("telegram: handling an update failed", exc_info=context.error)
-
-
 # ---------------------------------------------------------------------------------------------
 # Chat migration
 
@@ -484,7 +492,7 @@ class TelegramService:
         self._sender = TelegramSender(application.bot, on_chat_migrated=self._chat_migrated)
         for handler in self.commands.handlers():
             application.add_handler(handler)
-        application.add_error_handler(_log_handler_error)
+        application.add_error_handler(self.commands.on_error)
 
     @property
     def renderers(self) -> Sequence[Renderer]:
