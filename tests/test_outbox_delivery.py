@@ -408,3 +408,19 @@ def test_console_subscription_is_paused_when_a_token_is_set(engine: Engine) -> N
     assert again is not None
     assert not again.paused
     assert again.since == T0 - timedelta(hours=24)  # kept across restarts
+
+
+async def test_a_blocked_target_does_not_hold_up_the_others(engine: Engine) -> None:
+    for room in ("room-1", "room-2"):
+        with engine.begin() as conn:
+            repo.upsert(conn, platform=PLATFORM, target=room, now=T0)
+    seed(engine, 1)
+    compose_now(engine)  # room-1's rows come first (lower ids)
+    sender = FakeSender([RetryLater("503")])
+    policy = DeliveryPolicy(base_delay=timedelta(minutes=5), pacing={PLATFORM: timedelta(0)})
+    box = Outbox(engine, senders={PLATFORM: sender}, policy=policy)
+    await box.drain(now=T0, limit=1)  # room-1 fails and backs off
+    assert [m.target for m in sender.calls] == ["room-1"]
+    summary = await box.drain(now=T0 + timedelta(seconds=1), limit=1)
+    assert summary.sent == 2
+    assert [m.target for m in sender.calls] == ["room-1", "room-2", "room-2"]

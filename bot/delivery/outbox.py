@@ -31,6 +31,7 @@ post, ``targets.next_send_at`` is set ``pacing[platform]`` ahead, shared by ever
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.delivery.records import (
@@ -64,6 +65,10 @@ DEFAULT_PACING: Mapping[str, timedelta] = {
     "discord-webhook": timedelta(seconds=1),
     "telegram": timedelta(seconds=3),
 }
+
+
+# Most messages one drain sends to one target (a digest is rarely more than a few).
+RUN_PER_TARGET = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +209,7 @@ class Outbox:
         self.owner = owner or f"outbox-{secrets.token_hex(4)}"
 
     async def drain(self, *, now: datetime, limit: int = 500) -> DrainSummary:
-        """Send every due message once (per target in order, targets concurrently)."""
+        """Send due messages once: up to ``limit`` targets, each in id order, concurrently."""
         if not self._senders:
             return DrainSummary()
         heads = await asyncio.to_thread(self._candidates, now, limit)
@@ -223,38 +228,58 @@ class Outbox:
         return total
 
     def _candidates(self, now: datetime, limit: int) -> list[list[Any]]:
-        """Per target, the leading run of due, unleased pending rows (in id order)."""
-        query = (
-            select(outbox)
-            .select_from(
-                outbox.outerjoin(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
-            )
-            .where(
-                outbox.c.status == "pending",
-                outbox.c.platform.in_(list(self._senders)),
-                or_(outbox.c.subscription_id.is_(None), subscriptions.c.paused.is_(False)),
-            )
-            .order_by(outbox.c.id)
-            .limit(limit)
+        """Per target, the leading run of due, unleased pending rows (in id order).
+
+        Targets are found by their oldest pending row first, so a target with a long blocked
+        queue (backoff, pacing) never hides the others; at most ``limit`` ready targets per
+        drain, and at most ``RUN_PER_TARGET`` rows of each."""
+        live = and_(
+            outbox.c.status == "pending",
+            outbox.c.platform.in_(list(self._senders)),
+            or_(outbox.c.subscription_id.is_(None), subscriptions.c.paused.is_(False)),
+        )
+        joined = outbox.outerjoin(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
+        heads = (
+            select(func.min(outbox.c.id).label("head"))
+            .select_from(joined)
+            .where(live)
+            .group_by(outbox.c.platform, outbox.c.target)
         )
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
             paced = {
-                (r.platform, r.target): r.next_send_at
+                (r.platform, r.target)
                 for r in conn.execute(select(targets).where(targets.c.next_send_at > now))
             }
-        groups: dict[tuple[str, str], list[Any]] = {}
-        blocked: set[tuple[str, str]] = set(paced)
-        for row in rows:
-            key = (row.platform, row.target)
-            if key in blocked:
-                continue
-            leased = row.lease_until is not None and row.lease_until > now
-            if row.next_attempt_at > now or leased:
-                blocked.add(key)  # later rows of this target must not overtake this one
-                continue
-            groups.setdefault(key, []).append(row)
-        return list(groups.values())
+            head_rows = conn.execute(
+                select(outbox).where(outbox.c.id.in_(heads.scalar_subquery()))
+            ).all()
+            groups: list[list[Any]] = []
+            for head in sorted(head_rows, key=lambda r: r.id):
+                if len(groups) >= limit:
+                    break
+                if (head.platform, head.target) in paced or not self._ready(head, now):
+                    continue  # later rows of this target must not overtake its head
+                run = conn.execute(
+                    select(outbox)
+                    .select_from(joined)
+                    .where(
+                        live,
+                        outbox.c.platform == head.platform,
+                        outbox.c.target == head.target,
+                        outbox.c.id >= head.id,
+                    )
+                    .order_by(outbox.c.id)
+                    .limit(RUN_PER_TARGET)
+                ).all()
+                ready = list(itertools.takewhile(lambda r: self._ready(r, now), run))
+                if ready:
+                    groups.append(ready)
+        return groups
+
+    @staticmethod
+    def _ready(row: Any, now: datetime) -> bool:
+        leased = row.lease_until is not None and row.lease_until > now
+        return bool(row.next_attempt_at <= now and not leased)
 
     def _claim(self, row_id: int, now: datetime) -> bool:
         with self._engine.begin() as conn:
