@@ -41,7 +41,7 @@ def caller_of(interaction: discord.Interaction[Any]) -> Caller:
         target_label=f"<#{channel_id}>" if channel_id is not None else "this conversation",
         user_id=str(interaction.user.id),
         guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
-        can_manage=interaction.permissions.manage_guild,
+        can_manage=interaction.permissions.manage_guild or interaction.permissions.administrator,
     )
 
 
