@@ -22,10 +22,11 @@ then one round of poll (never-fetched feeds are due at once) -> match -> digest 
 also delivers every stored match a subscription has not received yet, whichever process stored
 it. Then the jobs take over until SIGTERM or SIGINT.
 
-Platforms: for each chat platform whose token is set, ``build(settings, engine, catalog)`` from
+Platforms: for each chat platform, ``build(settings, engine, catalog)`` from
 ``bot.delivery.<platform>.service`` returns a :class:`~bot.delivery.platform.PlatformService`
-whose renderers and senders join the outbox and whose ``start``/``stop`` frame the run. With no
-token at all, the console platform prints every digest to stdout.
+(or ``None`` when that platform is not configured) whose renderers and senders join the outbox
+and whose ``start``/``stop`` frame the run. When no platform is configured (no token), the
+console platform prints every digest to stdout.
 """
 
 from __future__ import annotations
@@ -107,19 +108,21 @@ def housekeeping(engine: Engine, *, now: datetime, keep: timedelta = KEEP_DELIVE
 def build_platform_services(
     settings: Settings, engine: Engine, catalog: Catalog
 ) -> list[PlatformService]:
-    """The services of every platform whose token is set. A platform whose module is missing
-    is reported in the log and skipped (its posts wait in the outbox)."""
+    """The service of every platform that is configured.
+
+    Each platform's ``build`` decides (it returns ``None`` when there is nothing to do: e.g.
+    Discord without a token but with webhook subscriptions still builds a webhook-only service).
+    A platform module that is missing is an error in the log only when its token is set."""
     tokens = {"discord": settings.env.discord_token, "telegram": settings.env.telegram_token}
     services: list[PlatformService] = []
     for platform, module_name in PLATFORM_MODULES.items():
-        if tokens[platform] is None:
-            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
-            log.error("%s token is set, but this build has no %s support", platform, platform)
+            if tokens.get(platform) is not None:
+                log.error("%s token is set, but this build has no %s support", platform, platform)
             continue
         extra: dict[str, Any] = {}
         keyword = LEADER_KEYWORDS.get(platform)
