@@ -425,6 +425,7 @@ class HeldElsewhere:
 
     def __init__(self) -> None:
         self.asked = 0
+        self.lost = asyncio.Event()
 
     async def acquire(self) -> bool:
         self.asked += 1
@@ -465,6 +466,7 @@ class FreedLater:
     def __init__(self) -> None:
         self.answers = [False, True]
         self.released = asyncio.Event()
+        self.lost = asyncio.Event()
 
     async def acquire(self) -> bool:
         return self.answers.pop(0) if self.answers else True
@@ -489,6 +491,46 @@ async def test_a_standby_takes_over_when_the_lock_frees(
     finally:
         await built.stop()
     assert lock.released.is_set()
+
+
+class LostOnce:
+    """An updates lock that is lost once while held, then can be taken again."""
+
+    retry_interval = 0.05
+
+    def __init__(self) -> None:
+        self.lost = asyncio.Event()
+        self.released = asyncio.Event()
+        self.acquired = 0
+
+    async def acquire(self) -> bool:
+        self.acquired += 1
+        self.lost.clear()
+        return True
+
+    async def release(self) -> None:
+        self.released.set()
+
+
+async def test_losing_the_updates_lock_stops_receiving_until_it_is_regained(
+    fake: FakeTelegram, engine: Engine, tmp_path: Path, database_url: str
+) -> None:
+    lock = LostOnce()
+    built = build(
+        settings_for(tmp_path, database_url, fake), engine, load_catalog(), updates_lock=lock
+    )
+    assert built is not None
+    await built.start()
+    try:
+        assert built.receiving
+        lock.lost.set()
+        await asyncio.wait_for(lock.released.wait(), 10)
+        # Polling restarts (PTB clears the webhook first) once the lock is taken again.
+        await fake.wait_for(lambda f: len(f.calls_to("deleteWebhook")) == 2)
+        assert lock.acquired == 2
+        assert "putin-deal" in text_of(await command(fake, PRIVATE, ADMIN, "/themes"))
+    finally:
+        await built.stop()
 
 
 def free_port() -> int:

@@ -110,6 +110,11 @@ class UpdatesLock(Protocol):
         """Seconds between two tries of a process waiting for the lock."""
         ...
 
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set when a held lock is lost (e.g. its database connection ended)."""
+        ...
+
     async def acquire(self) -> bool:
         """Take the lock if it is free; ``False`` when another process holds it."""
         ...
@@ -118,11 +123,18 @@ class UpdatesLock(Protocol):
 
 
 class LocalUpdatesLock:
-    """The single-process lock: always granted. Enough when one process runs the bot."""
+    """The single-process lock: always granted, never lost. Enough for one process."""
+
+    def __init__(self) -> None:
+        self._lost = asyncio.Event()
 
     @property
     def retry_interval(self) -> float:
         return LOCK_RETRY
+
+    @property
+    def lost(self) -> asyncio.Event:
+        return self._lost
 
     async def acquire(self) -> bool:
         return True
@@ -486,7 +498,7 @@ class TelegramService:
         self._receiving = False
         self._webhook: web.AppRunner | None = None
         self._webhook_secret = secrets.token_urlsafe(32)
-        self._standby: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._renderer = TelegramRenderer()
         self._sender = TelegramSender(application.bot, on_chat_migrated=self._chat_migrated)
@@ -529,24 +541,30 @@ class TelegramService:
             log.warning("telegram: could not register the command list", exc_info=True)
         await self.application.start()
         if await self._lock.acquire():
-            self._has_lock = True
             await self._start_receiving()
         else:
             log.info("telegram: another process receives updates; this one only posts")
-            self._standby = asyncio.create_task(self._wait_for_lock(), name="telegram-standby")
+        self._supervisor = asyncio.create_task(self._supervise(), name="telegram-updates-lock")
 
-    async def _wait_for_lock(self) -> None:
+    async def _supervise(self) -> None:
+        """While running: without the lock, retry it every ``retry_interval``; with it, watch
+        for its loss (``lock.lost``) and then stop receiving until it is regained."""
         while not self._stopping.is_set():
+            if self._has_lock:
+                await _first_of(self._stopping, self._lock.lost)
+                if self._stopping.is_set():
+                    return
+                log.error("telegram: lost the updates lock; receiving stops until it is regained")
+                await self._stop_receiving()
+                await self._lock.release()
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._lock.retry_interval)
-            if self._stopping.is_set():
-                return
-            if await self._lock.acquire():
-                self._has_lock = True
+            if not self._stopping.is_set() and await self._lock.acquire():
                 await self._start_receiving()
-                return
 
     async def _start_receiving(self) -> None:
+        self._has_lock = True
         if self.options.mode == "webhook":
             await self._start_webhook()
         else:
@@ -590,12 +608,7 @@ class TelegramService:
         await self.application.update_queue.put(update_obj)
         return web.Response(status=200)
 
-    async def stop(self) -> None:
-        """Stop receiving, let running handlers finish, close every connection."""
-        self._stopping.set()
-        if self._standby is not None:
-            await self._standby
-            self._standby = None
+    async def _stop_receiving(self) -> None:
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
@@ -607,12 +620,32 @@ class TelegramService:
             await self._webhook.cleanup()
             self._webhook = None
         self._receiving = False
+        self._has_lock = False
+
+    async def stop(self) -> None:
+        """Stop receiving, let running handlers finish, close every connection, give the
+        updates lock back."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            await self._supervisor
+            self._supervisor = None
+        held = self._has_lock
+        await self._stop_receiving()
         if self.application.running:
             await self.application.stop()
         await self.application.shutdown()
-        if self._has_lock:
+        if held:
             await self._lock.release()
-            self._has_lock = False
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Until one of ``events`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def build(
