@@ -2,14 +2,19 @@
 
 How it decides (the catalog in ``themes.toml`` holds the words; this module holds the method):
 
-1. The item is split into units: the **lead** (title plus summary; the first two body sentences
-   stand in for a missing summary) and the **body** sentences of the full content, if any.
+1. The item is split into units: the **lead** (the title plus the first summary sentences, up to
+   ``LEAD_CHARS``; the first body sentences stand in for a missing summary) and the **body**
+   (the rest of the summary and the full content, sentence by sentence). Wire datelines are
+   dropped first: "TEHRAN, Aug. 13 (MNA) -" is not a mention of Tehran.
 2. Every term of the catalog (actor aliases, cue phrases, negative cues) is looked up once per
    token position, giving for each unit the set of term groups present in it.
 3. A theme rule (e.g. ``russia_leadership + talks + ukraine``) fires when all its groups occur in
    the lead, or inside one body sentence. A lead hit counts its full weight; body hits count
-   40% per sentence up to the full weight, so one passing mention deep in an article is not
-   enough. Distinct rules add up; negative cues in the lead subtract.
+   ``BODY_SHARE`` per sentence up to the full weight, and the body adds at most
+   ``BODY_SENTENCE_CAP`` per distinct sentence, so one passing mention deep in an article is not
+   enough. Distinct rules add up to at most ``MAX_EVIDENCE``; a negative cue in the lead (a side
+   story: markets, reactions, sport) halves the total and takes ``NEGATIVE_WEIGHT`` more,
+   which vetoes all but overwhelming evidence.
 4. The evidence total becomes a score in [0, 1] by ``1 / (1 + exp(-4 * (evidence - 1)))``; a
    theme matches at its threshold (0.5 by default, i.e. evidence 1).
 5. Claims are checked only for themes that matched, by the claim's own rules.
