@@ -424,3 +424,29 @@ async def test_a_blocked_target_does_not_hold_up_the_others(engine: Engine) -> N
     summary = await box.drain(now=T0 + timedelta(seconds=1), limit=1)
     assert summary.sent == 2
     assert [m.target for m in sender.calls] == ["room-1", "room-2", "room-2"]
+
+
+def test_a_failing_renderer_does_not_stop_other_subscriptions(engine: Engine) -> None:
+    class Broken:
+        platforms = ("broken",)
+
+        def render(self, digest: object) -> list[dict[str, object]]:
+            raise RuntimeError("renderer bug")
+
+    with engine.begin() as conn:
+        repo.upsert(conn, platform="broken", target="x", now=T0)
+    subscribe(engine)
+    seed(engine, 1)
+    summary = run_due_digests(
+        engine,
+        catalog=CATALOG,
+        renderers={PLATFORM: FakeRenderer(), "broken": Broken()},
+        now=T0,
+    )
+    assert summary.digests == 1
+    assert {r["platform"] for r in rows(engine)} == {PLATFORM}
+    with engine.connect() as conn:
+        recorded = conn.execute(select(digest_items.c.subscription_id)).scalars().all()
+        broken = repo.find(conn, "broken", "x")
+    assert broken is not None
+    assert broken.id not in recorded  # rolled back: it is offered again next time

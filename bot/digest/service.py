@@ -50,7 +50,8 @@ def run_due_digests(
     now: datetime,
 ) -> DigestRunSummary:
     """Compose and enqueue a digest for every unpaused, due subscription whose platform has a
-    renderer here. Returns counts; never raises for one subscription's conflict."""
+    renderer here. Returns counts. One subscription's failure (a conflict with another process,
+    a renderer bug) is logged and rolls back only that subscription's digest."""
     with engine.connect() as conn:
         candidates = [
             s
@@ -109,6 +110,11 @@ def run_due_digests(
                 )
         except IntegrityError:
             log.info("subscription %s: another process composed this digest first", sub.id)
+            continue
+        except Exception:
+            # A bug in one platform's renderer (or bad stored data) must not stop every other
+            # subscription's digests: log it with the traceback and go on; nothing was written.
+            log.exception("subscription %s: composing its digest failed", sub.id)
             continue
         digests += 1
         messages += len(ids)
