@@ -29,7 +29,7 @@ from bot.settings import Settings, load_settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
 from tests.store_fixtures import add_entry, add_feed, add_match
-from tests.support.fake_telegram import TOKEN, FakeTelegram, check_telegram_html
+from tests.support.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram, check_telegram_html
 from tests.support.fake_telegram import Sent as FakeSent
 
 PRIVATE = 5550001
@@ -177,6 +177,9 @@ async def test_claims_and_claim_by_id(fake: FakeTelegram, service: TelegramServi
     catalog = load_catalog()
     text = text_of(await command(fake, PRIVATE, ADMIN, "/claims"))
     assert all(c in text for c in catalog.claims)
+    # In groups people address the bot by name; PTB checks it against getMe's username.
+    addressed = text_of(await command(fake, GROUP, MEMBER, f"/claims@{BOT_USERNAME}"))
+    assert addressed == text
     claim = catalog.claims["not-our-war"]
     shown = text_of(await command(fake, PRIVATE, ADMIN, "/claim not-our-war"))
     assert claim.claimant in shown
