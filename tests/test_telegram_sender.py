@@ -297,3 +297,17 @@ def test_custom_rules_and_holds() -> None:
     assert pacer.wait_before("g", group=True, now=at(12)) == timedelta(seconds=18)
     pacer.hold("g", until=at(20))  # a shorter hold does not shorten the longer one
     assert pacer.wait_before("g", group=True, now=at(12)) == timedelta(seconds=18)
+
+
+async def test_topics_of_one_group_share_its_twenty_a_minute(
+    fake: FakeTelegram, sender: TelegramSender, clock: Clock
+) -> None:
+    fake.add_chat(GROUP, "supergroup", is_forum=True)
+    for n in range(20):
+        outcome = await sender.send(outbox_message(f"{GROUP}:{n % 2 + 1}"))
+        assert isinstance(outcome, Sent), n
+        clock.advance(1)
+    paced = await sender.send(outbox_message(f"{GROUP}:1"))
+    assert isinstance(paced, RetryLater)
+    assert paced.after == timedelta(seconds=40)
+    assert len(fake.sent_to(GROUP, 1)) == len(fake.sent_to(GROUP, 2)) == 10
