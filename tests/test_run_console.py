@@ -130,8 +130,10 @@ def running(
             stderr.rest()
 
 
-def stop(process: subprocess.Popen[str], stderr: Lines) -> int:
-    process.send_signal(signal.SIGTERM)
+def stop(
+    process: subprocess.Popen[str], stderr: Lines, sig: signal.Signals = signal.SIGTERM
+) -> int:
+    process.send_signal(sig)
     try:
         code = process.wait(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -152,8 +154,9 @@ def sent_rows(db_url: str) -> list[tuple[str, str | None]]:
         engine.dispose()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_without_token_prints_the_digest_and_stops_cleanly(
-    server: FeedServer, tmp_path: Path
+    server: FeedServer, tmp_path: Path, sig: signal.Signals
 ) -> None:
     config = write_config(tmp_path, server.url("wire.xml"))
     db_url = f"sqlite:///{tmp_path / 'bot.db'}"
@@ -162,7 +165,7 @@ def test_run_without_token_prints_the_digest_and_stops_cleanly(
         assert any("counterparty digest" in line for line in printed)
         # The never-fetched feed was fetched at start-up, once.
         assert len(server.requests_for("wire.xml")) == 1
-        code = stop(process, stderr)
+        code = stop(process, stderr, sig)
     errors = stderr.rest()
     assert code == 0, errors[-20:]
     assert not any("Traceback" in line for line in errors), errors
