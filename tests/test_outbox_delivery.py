@@ -450,3 +450,24 @@ def test_a_failing_renderer_does_not_stop_other_subscriptions(engine: Engine) ->
         broken = repo.find(conn, "broken", "x")
     assert broken is not None
     assert broken.id not in recorded  # rolled back: it is offered again next time
+
+
+def test_every_n_hours_waits_for_its_period(engine: Engine) -> None:
+    subscribe(engine, cadence="6h")
+    seed(engine, 1)
+    assert compose_now(engine) == 1
+    seed(engine, 1, at=T0 + timedelta(hours=1))
+    assert compose_now(engine, T0 + timedelta(hours=5, minutes=59)) == 0
+    assert compose_now(engine, T0 + timedelta(hours=6)) == 1
+
+
+def test_instant_leftovers_go_out_in_the_next_run(engine: Engine) -> None:
+    subscribe(engine, max_items=2)
+    seed(engine, 3)
+    assert compose_now(engine) == 1
+    assert compose_now(engine, T0 + timedelta(seconds=5)) == 1  # the third story
+    assert compose_now(engine, T0 + timedelta(seconds=10)) == 0
+    with engine.connect() as conn:
+        items = conn.execute(select(digest_items)).mappings().all()
+    assert len(items) == 3
+    assert all(i["outbox_id"] is not None for i in items)  # every story was sent, none skipped
