@@ -76,7 +76,12 @@ def test_eval_joins_labels_with_items_and_prints_both_systems(
     labels = write_lines(
         tmp_path / "labels.jsonl",
         [
-            {"id": "1", "labels": ["putin-deal"], "split": "test"},
+            {
+                "id": "1",
+                "labels": ["putin-deal"],
+                "split": "test",
+                "claims": ["putin-ready-to-deal"],
+            },
             {"id": "2", "labels": [], "split": "test"},
             {"id": "3", "labels": ["iran-war-diplomacy"], "split": "tune"},
         ],
@@ -88,6 +93,8 @@ def test_eval_joins_labels_with_items_and_prints_both_systems(
     row = next(line for line in out.splitlines() if line.strip().startswith("putin-deal"))
     assert row.split()[1:4] == ["1.000", "1.000", "1.000"]
     assert "macro-F1 gain over the keyword baseline" in out
+    claim_row = next(line for line in out.splitlines() if "putin-ready-to-deal" in line)
+    assert claim_row.split()[1:] == ["1", "1", "1"]
 
 
 def test_eval_accepts_labels_with_inline_text(

@@ -24,7 +24,9 @@ from bot.matching.eval import (
     EvalInputError,
     KeywordBaseline,
     Labelled,
+    claim_recall,
     evaluate,
+    format_claims,
     format_report,
     item_from_json,
     read_json_lines,
@@ -121,6 +123,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for report in reports:
         print()
         print(format_report(report))
+    print()
+    print(
+        format_claims(
+            claim_recall(
+                lambda item: [c.claim_id for c in matcher.match(item).claims],
+                labelled,
+                list(catalog.claims),
+            )
+        )
+    )
     print()
     shown, total = excerpt_coverage(matcher, labelled)
     print(

@@ -34,6 +34,8 @@ class Labelled:
     item: Item
     labels: frozenset[str]
     split: str | None = None
+    # Claims the labeller saw the item bear on: a sparse annotation, so only recall is measured.
+    claims: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +215,12 @@ def read_labelled(
                 if joined is None:
                     raise EvalInputError(f"{where}: item {data.get('id')!r} is not in {items_path}")
                 source = {**joined, **{k: v for k, v in data.items() if k == "id"}}
-            out.append(Labelled(item_from_json(source, where), frozenset(labels), split))
+            claims = data.get("claims", [])
+            if not isinstance(claims, list) or not all(isinstance(c, str) for c in claims):
+                raise EvalInputError(f"{where}: 'claims' must be a list of claim ids")
+            out.append(
+                Labelled(item_from_json(source, where), frozenset(labels), split, frozenset(claims))
+            )
     return out
 
 
@@ -238,4 +245,44 @@ def format_report(report: Report) -> str:
         f"  {'macro':<24} {report.macro_precision:>6.3f} {report.macro_recall:>6.3f} "
         f"{report.macro_f1:>6.3f}"
     )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRecall:
+    """For one claim: labelled items the matcher attached it to, labelled items, all attached."""
+
+    claim_id: str
+    found: int
+    labelled: int
+    attached: int
+
+
+def claim_recall(
+    attach: Callable[[Item], Iterable[str]], labelled: Sequence[Labelled], claim_ids: Sequence[str]
+) -> tuple[ClaimRecall, ...]:
+    """Recall of the sparse claim labels, with how often each claim was attached overall.
+
+    Claim labels mark items that clearly bear on a claim; an item without them is not a
+    negative, so precision cannot be measured and ``attached`` is shown for judgement only.
+    """
+    found = dict.fromkeys(claim_ids, 0)
+    total = dict.fromkeys(claim_ids, 0)
+    attached = dict.fromkeys(claim_ids, 0)
+    for example in labelled:
+        got = set(attach(example.item))
+        for claim_id in got & attached.keys():
+            attached[claim_id] += 1
+        for claim_id in example.claims & total.keys():
+            total[claim_id] += 1
+            found[claim_id] += claim_id in got
+    return tuple(ClaimRecall(c, found[c], total[c], attached[c]) for c in claim_ids)
+
+
+def format_claims(rows: Sequence[ClaimRecall]) -> str:
+    lines = [
+        "claims (recall on the sparse claim labels; precision is not measurable)",
+        f"  {'claim':<28} {'found':>5} {'of':>4} {'attached':>9}",
+    ]
+    lines += [f"  {r.claim_id:<28} {r.found:>5} {r.labelled:>4} {r.attached:>9}" for r in rows]
     return "\n".join(lines)
