@@ -313,6 +313,7 @@ def _strip_copy(path: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_state: FeedServer
+    _raw_path = ""
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests read ``FeedServer.requests`` instead."""
@@ -322,23 +323,29 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = unquote(urlsplit(self.path).path).lstrip("/")
         path = _strip_copy(raw_path)
         behaviour, document = state._lookup(path)
+        self._raw_path = raw_path
         state._enter(self.headers.get("Host", ""))
         try:
             if behaviour.delay and state._stopping.wait(behaviour.delay):
                 return
-            status = self._answer(state, path, behaviour, document)
+            self._answer(state, path, behaviour, document)
         except (BrokenPipeError, ConnectionResetError):
-            status = -1  # the client gave up (size caps, timeouts): what the tests provoke
+            pass  # the client gave up (size caps, timeouts): what the tests provoke
         finally:
             state._leave()
-        state._note(raw_path, status, dict(self.headers.items()))
+
+    def _headers_done(self, status: int) -> None:
+        """Record the request, then send the headers: a client that has the answer always finds
+        its request in ``FeedServer.requests``."""
+        self.server_state._note(self._raw_path, status, dict(self.headers.items()))
+        self.end_headers()
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> int:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._headers_done(status)
         if body:
             self.wfile.write(body)
         return status
@@ -398,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
+        self._headers_done(200)
         block = b"<!-- filler -->" * (_CHUNK // 15)
         left = size
         while left > 0:
