@@ -369,6 +369,12 @@ async def test_status_shows_a_paused_subscription_and_why(
     text = text_of(await command(fake, PRIVATE, ADMIN, "/status"))
     assert "1 paused" in text
     assert "bot was blocked by the user" in text
+    # Subscribing again is how a person says "fixed": delivery resumes.
+    again = text_of(await command(fake, PRIVATE, ADMIN, "/subscribe"))
+    assert "Delivery resumed" in again
+    resumed = stored(engine, str(PRIVATE))
+    assert resumed is not None
+    assert not resumed.paused
 
 
 # -- the service's sender and helpers -------------------------------------------------------
