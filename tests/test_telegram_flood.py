@@ -126,3 +126,28 @@ async def test_a_burst_of_200_items_reaches_a_group_once_each_within_flood_limit
         assert len(window) <= 20
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     assert min(gaps) >= timedelta(seconds=3)
+
+
+async def test_a_kicked_bot_pauses_the_subscription_and_keeps_its_posts(
+    fake: FakeTelegram, engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        sub = subs_repo.upsert(
+            conn, platform="telegram", target=str(GROUP), now=T0 - timedelta(hours=1)
+        )
+    seed(engine)
+    fake.kick(GROUP)
+    renderers = {"telegram": TelegramRenderer()}
+    run_due_digests(engine, catalog=load_catalog(), renderers=renderers, now=T0)
+    async with make_bot(SecretStr(TOKEN), api_base=fake.base_url) as bot:
+        box = Outbox(engine, senders={"telegram": TelegramSender(bot, clock=Clock())})
+        summary = await box.drain(now=T0)
+    assert summary.paused == 1
+    assert fake.sent == []
+    with engine.connect() as conn:
+        paused = subs_repo.get(conn, sub.id)
+        statuses = set(conn.execute(select(outbox.c.status)).scalars())
+    assert paused is not None
+    assert paused.paused
+    assert "kicked" in (paused.pause_reason or "")
+    assert statuses == {"held"}  # kept, to go out once the bot is back and resubscribed
