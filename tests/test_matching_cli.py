@@ -115,3 +115,34 @@ def test_eval_rejects_unknown_theme_ids_and_missing_items(
     labels = write_lines(tmp_path / "labels.jsonl", [{"id": "99", "labels": []}])
     assert main(["eval", str(labels), "--items", str(items)]) == 2
     assert "item '99' is not in" in capsys.readouterr().err
+
+
+def test_match_uses_the_theme_file_named_by_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "my-themes.toml").write_text(
+        """
+[aliases]
+bakery = ["bakery", "bakeries"]
+
+[[theme]]
+id = "bread"
+title = "Bread"
+description = "Prize-winning bread."
+essay_quote = "None."
+keywords = ["bread"]
+[theme.cues]
+prize = ["prize", "award"]
+[[theme.rule]]
+all = ["bakery", "prize"]
+weight = 1.0
+""",
+        encoding="utf-8",
+    )
+    config = tmp_path / "feeds.toml"
+    config.write_text('[bot]\nthemes_file = "my-themes.toml"\n', encoding="utf-8")
+    path = write_lines(tmp_path / "items.jsonl", ITEMS[:2])
+    assert main(["--config", str(config), "match", "--jsonl", str(path)]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0]["themes"] == []  # the packaged themes are replaced, not added to
+    assert [t["id"] for t in out[1]["themes"]] == ["bread"]
