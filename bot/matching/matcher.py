@@ -41,9 +41,11 @@ BODY_SHARE = 0.4
 BODY_SENTENCE_CAP = 0.35
 # Evidence is capped here before negative cues apply (calibrated score ~0.98).
 MAX_EVIDENCE = 2.0
-# Each negative cue found in the lead takes this much evidence away.
-NEGATIVE_WEIGHT = 0.3
+# A negative cue in the lead (a side story: markets, reactions, sport) multiplies the capped
+# evidence by NEGATIVE_FACTOR and then takes NEGATIVE_WEIGHT away: with the cap at 2.0 the
+# result is at most 0.7, below the default threshold, so a negative cue is in effect a veto.
 NEGATIVE_FACTOR = 0.5
+NEGATIVE_WEIGHT = 0.3
 # The lead is the title plus summary sentences up to this many characters (at least one).
 LEAD_CHARS = 320
 # Longer content is matched on its first part only: the lead paragraphs carry the story.
