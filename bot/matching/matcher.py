@@ -14,7 +14,7 @@ How it decides (the catalog in ``themes.toml`` holds the words; this module hold
    ``BODY_SENTENCE_CAP`` per distinct sentence, so one passing mention deep in an article is not
    enough. Distinct rules add up to at most ``MAX_EVIDENCE``; a negative cue in the lead (a side
    story: markets, reactions, sport) halves the total and takes ``NEGATIVE_WEIGHT`` more,
-   which vetoes all but overwhelming evidence.
+   which keeps the theme below the default threshold: a veto.
 4. The evidence total becomes a score in [0, 1] by ``1 / (1 + exp(-4 * (evidence - 1)))``; a
    theme matches at its threshold (0.5 by default, i.e. evidence 1).
 5. Claims are checked only for themes that matched, by the claim's own rules.
