@@ -176,6 +176,8 @@ def html_to_text(fragment: str | None) -> str:
     runs of spaces collapsed, paragraphs kept as single line breaks."""
     if not fragment:
         return ""
+    if "<" not in fragment and "&" not in fragment:  # plain already: skip the HTML parser
+        return _BLANK_LINES.sub("\n", _SPACES.sub(" ", fragment.replace("\xa0", " "))).strip()
     extractor = _TextExtractor()
     extractor.feed(fragment)
     extractor.close()
