@@ -357,8 +357,13 @@ async def test_sync_config_disables_removed_feeds_and_poll_due_respects_schedule
     async with Poller(both, engine) as poller:
         await poller.sync_config(now)
         assert (await poller.poll_due(now)).fetched == 2  # never polled: due at once
-        assert (await poller.poll_due(now + timedelta(minutes=1))).feeds == 0
-        assert (await poller.poll_due(now + timedelta(minutes=31))).feeds == 2
+        assert (await poller.poll_due(now)).feeds == 0  # the next slot is strictly later
+        for url in (server.url("a.xml"), server.url("b.xml")):
+            # Within one interval (15 min by default) plus jitter (1 s here).
+            next_at = feed_row(engine, url).next_poll_at
+            assert now < next_at <= now + timedelta(minutes=15, seconds=1)
+        later = now + timedelta(minutes=15, seconds=1)
+        assert (await poller.poll_due(later)).feeds == 2
     only_a = make_settings(database_url, [server.url("a.xml")])
     async with Poller(only_a, engine) as poller:
         result = await poller.sync_config(now)

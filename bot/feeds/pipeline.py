@@ -44,9 +44,12 @@ from bot.feeds.records import Fetched, FetchFailed, NotModified, ParsedFeed
 from bot.feeds.schedule import Limits, next_poll_after_failure, next_poll_after_success
 from bot.settings import Settings
 from bot.storage import feeds_repo
-from bot.storage.feeds_repo import ConfiguredFeed, FeedState, SyncResult
+from bot.storage.feeds_repo import ConfiguredFeed, FeedState, NotModifiedRecord, SyncResult
 
 log = logging.getLogger(__name__)
+
+# Unchanged feeds are recorded this many at a time: one transaction instead of one per 304.
+_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,7 @@ class Poller:
         # One writer at a time from this process: SQLite serialises writers anyway, and waiting
         # here is cheaper than waiting on the busy timeout.
         self._write_lock = asyncio.Lock()
+        self._unchanged: list[NotModifiedRecord] = []
 
     async def __aenter__(self) -> Poller:
         self._fetcher = Fetcher(
@@ -237,6 +241,7 @@ class Poller:
             return PollSummary()
         try:
             results = await asyncio.gather(*(self._poll_one(state, now) for state in claimed))
+            await self._flush()
         finally:
             # Leases are released by each record_* call; this only matters after a cancellation
             # or a database error, and never touches another owner's lease.
@@ -318,16 +323,25 @@ class Poller:
         result: Fetched | NotModified,
         permanent_url: str | None,
     ) -> None:
-        await self._write(
-            feeds_repo.record_not_modified,
-            state.id,
-            now=now,
-            status=status,
-            next_poll_at=self._next_success(state, now, result.hints.max_age, None),
-            permanent_url=permanent_url,
-            etag=result.etag,
-            last_modified=result.last_modified,
+        """Queue the healthy-but-unchanged record; written in batches (see ``_flush``)."""
+        self._unchanged.append(
+            NotModifiedRecord(
+                feed_id=state.id,
+                now=now,
+                status=status,
+                next_poll_at=self._next_success(state, now, result.hints.max_age, None),
+                permanent_url=permanent_url,
+                etag=result.etag,
+                last_modified=result.last_modified,
+            )
         )
+        if len(self._unchanged) >= _BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._unchanged = self._unchanged, []
+        if batch:
+            await self._write(feeds_repo.record_not_modified_many, batch)
 
     async def _store(self, state: FeedState, now: datetime, fetched: Fetched) -> PollSummary:
         body_hash = hashlib.sha256(fetched.body).hexdigest()

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select, update
+from sqlalchemy import Connection, Engine, Text, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.feeds.records import ParsedEntry, ParsedFeed
-from bot.storage.schema import entries, feeds
+from bot.storage.schema import UtcDateTime, entries, feeds
 
 _IN_CHUNK = 500
 
@@ -246,36 +246,58 @@ def _move_url(conn: Connection, feed_id: int, new_url: str | None) -> None:
         conn.execute(update(feeds).where(feeds.c.id == feed_id).values(url=new_url))
 
 
-def record_not_modified(
-    engine: Engine,
-    feed_id: int,
-    *,
-    now: datetime,
-    status: int,
-    next_poll_at: datetime,
-    permanent_url: str | None,
-    etag: str | None,
-    last_modified: str | None,
-) -> None:
-    """A 304 (or a 200 with an unchanged body): healthy, nothing to store."""
-    values: dict[str, Any] = {
-        "last_fetched_at": now,
-        "last_success_at": now,
-        "last_status": status,
-        "consecutive_failures": 0,
-        "last_error_kind": None,
-        "last_error": None,
-        "next_poll_at": next_poll_at,
-        "lease_owner": None,
-        "lease_until": None,
-    }
-    if etag:
-        values["etag"] = etag
-    if last_modified:
-        values["last_modified"] = last_modified
+@dataclass(frozen=True, slots=True)
+class NotModifiedRecord:
+    """A healthy poll with nothing to store: a 304, or a 200 whose body hash was unchanged."""
+
+    feed_id: int
+    now: datetime
+    status: int
+    next_poll_at: datetime
+    permanent_url: str | None
+    etag: str | None
+    last_modified: str | None
+
+
+_NOT_MODIFIED_UPDATE = (
+    update(feeds)
+    .where(feeds.c.id == bindparam("b_id"))
+    .values(
+        last_fetched_at=bindparam("b_now", type_=UtcDateTime()),
+        last_success_at=bindparam("b_now", type_=UtcDateTime()),
+        last_status=bindparam("b_status"),
+        consecutive_failures=0,
+        last_error_kind=None,
+        last_error=None,
+        next_poll_at=bindparam("b_next", type_=UtcDateTime()),
+        lease_owner=None,
+        lease_until=None,
+        # A 304 may omit the validators: keep the stored ones then.
+        etag=func.coalesce(bindparam("b_etag", type_=Text()), feeds.c.etag),
+        last_modified=func.coalesce(bindparam("b_modified", type_=Text()), feeds.c.last_modified),
+    )
+)
+
+
+def record_not_modified_many(engine: Engine, records: Sequence[NotModifiedRecord]) -> None:
+    """Mark many feeds healthy in one transaction (a warm pass is mostly 304s)."""
+    if not records:
+        return
+    params = [
+        {
+            "b_id": r.feed_id,
+            "b_now": r.now,
+            "b_status": r.status,
+            "b_next": r.next_poll_at,
+            "b_etag": r.etag or None,
+            "b_modified": r.last_modified or None,
+        }
+        for r in records
+    ]
     with engine.begin() as conn:
-        conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
-        _move_url(conn, feed_id, permanent_url)
+        conn.execute(_NOT_MODIFIED_UPDATE, params)
+        for record in records:
+            _move_url(conn, record.feed_id, record.permanent_url)
 
 
 def record_failure(
