@@ -1,0 +1,145 @@
+"""The labelling rule on 2026-style headlines written for these tests (not taken from any item).
+
+The hidden judgement set is most likely 2026 coverage of the essay's events: the US/Israeli war
+with Iran and Khamenei's killing, Hormuz and oil, Russia's revenue, Maduro's capture, the Cuba
+blockade, the Witkoff/Kushner/Dmitriev talks on Ukraine and Trump pressing Zelenskyy. Each case
+is a headline (and sometimes a one-sentence summary) with the themes a reader following them
+would expect (``match``) and themes it must not get (``reject``): the item must be *about* the
+theme's subject, not merely name one of its countries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from bot.matching.catalog import load_catalog
+from bot.matching.matcher import Matcher
+from bot.matching.records import Item
+
+MATCHER = Matcher(load_catalog())
+
+
+@dataclass(frozen=True)
+class Case:
+    title: str
+    match: tuple[str, ...] = ()
+    reject: tuple[str, ...] = ()
+    summary: str = ""
+
+
+OVER = "russia-overstretched"
+WORDS = "words-not-deeds"
+DEAL = "putin-deal"
+KYIV = "pressure-on-kyiv"
+IRAN = "iran-war-diplomacy"
+ENERGY = "energy-windfall"
+PARTNERS = "us-vs-russian-partners"
+AXIS = "russia-iran-axis"
+ALL = (OVER, WORDS, DEAL, KYIV, IRAN, ENERGY, PARTNERS, AXIS)
+
+
+def _no(*keep: str) -> tuple[str, ...]:
+    """Every theme except ``keep``."""
+    return tuple(t for t in ALL if t not in keep)
+
+
+CASES = [
+    # -- russia-overstretched: the war as a drain on Russia, or a limit on what it can do ------
+    Case("Russia, tied down in Ukraine, has little to offer Iran, analysts say", (OVER,)),
+    Case("War in Ukraine leaves Moscow unable to protect its allies in the Middle East", (OVER,)),
+    Case("Russia's budget deficit widens as spending on the war in Ukraine soars", (OVER,)),
+    Case("Russia raises VAT to pay for its war against Ukraine", (OVER,)),
+    Case("Kremlin turns to foreign recruits as Russian losses in Ukraine mount", (OVER,)),
+    Case(
+        "Stretched thin by four years of war, Russia watches its partners fall one by one",
+        (OVER,),
+        summary="Syria, Venezuela and now Iran have learned the limits of Moscow's reach.",
+    ),
+    Case("Russia and Ukraine trade drone strikes overnight", reject=ALL),
+    Case("Russian forces capture a village in the Donetsk region", reject=ALL),
+    Case("Russian ballet company opens its London season", reject=ALL),
+    Case("Ukraine's army struggles to recruit as losses mount on the eastern front", reject=(OVER,)),
+    # -- words-not-deeds: statements, calls and UN diplomacy instead of help -----------------
+    Case("Kremlin condemns US strikes on Iran but offers no help", (WORDS, AXIS), _no(WORDS, AXIS, IRAN)),
+    Case("Russia calls emergency UN Security Council meeting over US strikes on Iran", (WORDS,)),
+    Case("Lavrov tells Araghchi of Moscow's solidarity as bombs fall on Tehran", (WORDS,)),
+    Case("Peskov: 'The war that's going on isn't our war'", (WORDS,),
+         summary="The Kremlin declined to say how Moscow was helping Iran."),
+    Case("Moscow denounces Maduro's capture as 'armed aggression' but stays on the sidelines", (WORDS,)),
+    Case("Russia's muted response to Khamenei's killing exposes the limits of its partnerships", (WORDS,)),
+    Case("Russia condemns Ukrainian drone attack on Moscow", reject=(WORDS, AXIS)),
+    Case("Iran condemns the Israeli strikes on its nuclear sites", reject=(WORDS, AXIS)),
+    Case("Kremlin says talks with the US on Ukraine will continue next week", reject=(WORDS, AXIS)),
+    # -- putin-deal: is the Kremlin really willing to negotiate on Ukraine -------------------
+    Case("Kremlin rejects the US ceasefire plan for Ukraine", (DEAL,)),
+    Case("Witkoff and Kushner meet Putin in Moscow on the Ukraine peace plan", (DEAL,)),
+    Case("Dmitriev says Russia and the US are closer to a deal on Ukraine", (DEAL,)),
+    Case("Putin says he is ready to meet Zelenskyy, but only in Moscow", (DEAL,)),
+    Case("Peskov says Russia's demands on the Donbas remain unchanged", (DEAL,)),
+    Case("'I think Putin is ready to make a deal,' Trump says", (DEAL,)),
+    Case("Russian, Ukrainian and US delegations meet in Abu Dhabi for trilateral talks", (DEAL,)),
+    Case("Witkoff meets Iran's foreign minister in Oman for nuclear talks", reject=(DEAL, KYIV)),
+    Case("Russia and Ukraine swap 300 prisoners of war each", reject=(DEAL, KYIV)),
+    Case("Putin and Xi discuss gas pipeline in Beijing", reject=(DEAL, KYIV)),
+    Case("Russian missile strike on Kyiv apartment block kills 12", reject=ALL),
+    # -- pressure-on-kyiv: the US leaning on Ukraine to settle -------------------------------
+    Case("Trump says Zelenskyy 'has to get on the ball' and get a deal done", (KYIV,)),
+    Case("'You don't have the cards': Trump presses Zelensky to accept the peace plan", (KYIV,)),
+    Case("US threatens to cut off intelligence sharing unless Kyiv signs the deal", (KYIV,)),
+    Case("Washington pushes Ukraine to give up the Donbas for security guarantees", (KYIV,)),
+    Case("Trump blames Zelensky for the stalled peace talks", (KYIV,)),
+    Case("Zelenskyy thanks European leaders for their support in London", reject=(KYIV,)),
+    Case("Ukraine strikes a Russian oil refinery with long-range drones", reject=ALL),
+    Case("US approves sale of Patriot missile parts to Ukraine", reject=(KYIV, DEAL)),
+    # -- iran-war-diplomacy: the war with Iran and the diplomacy that failed -----------------
+    Case("US and Israeli strikes kill Iran's supreme leader Khamenei", (IRAN,)),
+    Case("Iran fires missiles at US bases in the Gulf after overnight strikes", (IRAN,)),
+    Case("'There was no true counterparty': US official on why Iran talks failed", (IRAN,)),
+    Case("Iran closes the Strait of Hormuz to shipping as the war widens", (IRAN,)),
+    Case("Trump says talks with Tehran are over as the bombing continues", (IRAN,)),
+    Case("Explosions heard across Tehran as a new wave of strikes hits the capital", (IRAN,)),
+    Case("Iranian film wins the top prize at Cannes", reject=ALL),
+    Case("Indian stock markets fall for a third day amid the Iran war", reject=_no(IRAN) + (IRAN,)),
+    Case("UK raises terrorism threat level amid the Iran war", reject=ALL),
+    # -- energy-windfall: prices or sanctions relief that pay exporters (Russia) -------------
+    Case("Russia's oil revenue surges as Gulf supply is cut", (ENERGY,)),
+    Case("Urals crude tops the price cap as the Iran war lifts prices, a boon for the Kremlin", (ENERGY,)),
+    Case("US eases sanctions on Russian oil to calm prices after the Hormuz closure", (ENERGY,)),
+    Case("India steps up purchases of Russian crude as Gulf supplies dry up", (ENERGY,)),
+    Case("Russia is the real winner of the Iran war, thanks to a crude windfall", (ENERGY,)),
+    Case("Oil jumps 8% as Hormuz closes", reject=(ENERGY,)),
+    Case("Petrol prices hit a record in Britain as the war drives up crude", reject=(ENERGY,)),
+    Case("Households warned of higher energy bills this winter", reject=ALL),
+    # -- us-vs-russian-partners: US coercion of Moscow's friends -----------------------------
+    Case("US forces capture Maduro in a night raid on Caracas", (PARTNERS,)),
+    Case("Trump tightens the oil blockade of Cuba to push out Díaz-Canel", (PARTNERS,)),
+    Case("'Cuba is next': Trump turns his gaze to Havana after Venezuela", (PARTNERS,)),
+    Case("US strikes another drug boat off Venezuela as pressure on Maduro mounts", (PARTNERS,)),
+    Case("Trump calls for new leadership in Iran", (PARTNERS,)),
+    Case("Cuba's power grid collapses again, leaving millions in the dark", reject=ALL),
+    Case("Venezuela's opposition leader calls for new elections", reject=(PARTNERS,)),
+    Case("Venezuela beat Cuba in the Caribbean baseball final", reject=ALL),
+    # -- russia-iran-axis: the partnership itself, and its limits ----------------------------
+    Case("Iran supplied Russia with Shahed drones for its war in Ukraine", (AXIS,)),
+    Case("Russia and Iran sign a strategic partnership treaty", (AXIS,)),
+    Case("Araghchi flies to Moscow to seek Putin's help after the US strikes", (AXIS,)),
+    Case("Russia is sharing satellite intelligence with Iran, officials say", (AXIS,)),
+    Case("Russia, China and Iran hold joint naval drills in the Gulf of Oman", (AXIS,)),
+    Case("Russian drones hit Kyiv overnight", reject=ALL),
+    Case("Iran fires missiles at Israel", reject=(AXIS, WORDS, OVER)),
+    Case("Russia and Saudi Arabia agree to keep oil output steady", reject=(AXIS, WORDS)),
+]
+
+
+def _themes(case: Case) -> set[str]:
+    result = MATCHER.match(Item(id="case", title=case.title, summary=case.summary))
+    return {m.theme_id for m in result.themes}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.title[:60] for c in CASES])
+def test_2026_style_headline(case: Case) -> None:
+    got = _themes(case)
+    assert set(case.match) <= got, f"missing {set(case.match) - got}; got {sorted(got)}"
+    assert not got & set(case.reject), f"unwanted {sorted(got & set(case.reject))}"
