@@ -142,6 +142,43 @@ class StallMonitor:
         return self.worst
 
 
+# An idle asyncio loop in its own process, measuring its worst lateness the same way: what the
+# machine alone (other load, scheduler) does to a loop that has nothing to do. Our stall is
+# reported next to it.
+_IDLE_LOOP = """
+import asyncio, sys, threading
+worst = 0.0
+async def main():
+    global worst
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)),
+                     daemon=True).start()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.005)
+        worst = max(worst, loop.time() - before - 0.005)
+asyncio.run(main())
+print(worst * 1000)
+"""
+
+
+class IdleLoopControl:
+    def __enter__(self) -> IdleLoopControl:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _IDLE_LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.worst_ms = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        out, _ = self._proc.communicate(input="", timeout=30)
+        self.worst_ms = float(out.strip() or 0)
+
+
 # --- side 1 and 2: counterparty ---------------------------------------------------------------
 
 
@@ -163,7 +200,7 @@ async def ours_cold(urls: list[str], workdir: Path) -> dict[str, Any]:
     engine = open_database(url)
     settings = settings_for(urls, url)
     monitor = StallMonitor()
-    with ProcessTreeSampler() as sampler:
+    with IdleLoopControl() as control, ProcessTreeSampler() as sampler:
         started = time.perf_counter()
         monitor.start()
         async with Poller(settings, engine) as poller:
@@ -187,6 +224,7 @@ async def ours_cold(urls: list[str], workdir: Path) -> dict[str, Any]:
         "cpu_main_process_s": sampler.cpu_self_s,
         "peak_rss_mb": sampler.peak_rss_mb,
         "longest_stall_ms": stall * 1000,
+        "idle_loop_control_stall_ms": control.worst_ms,
     }
 
 
@@ -220,11 +258,12 @@ async def ours_warm(urls: list[str], workdir: Path) -> dict[str, Any]:
                     .values(etag=etag, last_modified=modified, baseline_done=True)
                 )
         monitor = StallMonitor()
-        started = time.perf_counter()
-        monitor.start()
-        summary = await poller.poll_all(datetime.now(UTC))
-        elapsed = time.perf_counter() - started
-        stall = await monitor.stop()
+        with IdleLoopControl() as control:
+            started = time.perf_counter()
+            monitor.start()
+            summary = await poller.poll_all(datetime.now(UTC))
+            elapsed = time.perf_counter() - started
+            stall = await monitor.stop()
     engine.dispose()
     return {
         "feeds": summary.feeds,
@@ -233,6 +272,7 @@ async def ours_warm(urls: list[str], workdir: Path) -> dict[str, Any]:
         "seconds": elapsed,
         "feeds_per_s": summary.feeds / elapsed,
         "longest_stall_ms": stall * 1000,
+        "idle_loop_control_stall_ms": control.worst_ms,
     }
 
 

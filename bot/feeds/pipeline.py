@@ -239,8 +239,19 @@ class Poller:
         )
         if not claimed:
             return PollSummary()
+        feeds_left = iter(claimed)
+
+        async def worker() -> PollSummary:
+            # A fixed set of workers share one iterator, instead of one task per feed: starting
+            # thousands of tasks at once would itself stall the event loop.
+            total = PollSummary()
+            for state in feeds_left:
+                total += await self._poll_one(state, now)
+            return total
+
+        workers = min(len(claimed), 2 * self._fetch.global_concurrency)
         try:
-            results = await asyncio.gather(*(self._poll_one(state, now) for state in claimed))
+            results = await asyncio.gather(*(worker() for _ in range(workers)))
             await self._flush()
         finally:
             # Leases are released by each record_* call; this only matters after a cancellation

@@ -178,8 +178,9 @@ def claim_feeds(
 
     On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED`` and leased in the
     same transaction, so replicas claiming at once split the feeds between them without
-    waiting. Elsewhere each claim is a compare-and-set on the lease columns (and, for due
-    feeds, on still being due: a feed another poller fetched meanwhile is not fetched again)."""
+    waiting. Elsewhere the claim is a compare-and-set on the lease columns, one statement per
+    chunk of candidates (and, for due feeds, on still being due: a feed another poller fetched
+    meanwhile is not fetched again); the rows leased to ``owner`` are what was claimed."""
     free = or_(
         feeds.c.lease_until.is_(None), feeds.c.lease_until <= now, feeds.c.lease_owner == owner
     )
@@ -205,20 +206,23 @@ def claim_feeds(
                 )
         return [_state(row) for row in rows]
     with engine.connect() as conn:
-        candidates = conn.execute(query).all()
+        candidates = [row.id for row in conn.execute(query.with_only_columns(feeds.c.id)).all()]
     if not candidates:
         return []
     claimed: list[FeedState] = []
     with engine.begin() as conn:
-        for row in candidates:
+        for start in range(0, len(candidates), _IN_CHUNK):
+            chunk = candidates[start : start + _IN_CHUNK]
             still = and_(free, due) if due_only else free
-            result = conn.execute(
+            conn.execute(
                 update(feeds)
-                .where(feeds.c.id == row.id, still)
+                .where(feeds.c.id.in_(chunk), still)
                 .values(lease_owner=owner, lease_until=now + lease)
             )
-            if result.rowcount == 1:
-                claimed.append(_state(row))
+            rows = conn.execute(
+                select(feeds).where(feeds.c.id.in_(chunk), feeds.c.lease_owner == owner)
+            ).all()
+            claimed.extend(_state(row) for row in rows)
     return claimed
 
 
