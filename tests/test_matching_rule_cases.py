@@ -61,6 +61,10 @@ CASES = [
     Case("Russian forces capture a village in the Donetsk region", reject=ALL),
     Case("Russian ballet company opens its London season", reject=ALL),
     Case("Ukraine's army struggles to recruit as losses mount on the eastern front", reject=(OVER,)),
+    Case("Ukraine faces a manpower shortage as Russian troops advance in the east", reject=(OVER,)),
+    Case("Russian strikes cause power shortages across Ukraine", reject=ALL),
+    Case("Russian economy slows sharply as war spending strains the budget", (OVER,)),
+    Case("Russia's central bank holds rates as wartime inflation bites", (OVER,)),
     # -- words-not-deeds: statements, calls and UN diplomacy instead of help -----------------
     Case("Kremlin condemns US strikes on Iran but offers no help", (WORDS, AXIS), _no(WORDS, AXIS, IRAN)),
     Case("Russia calls emergency UN Security Council meeting over US strikes on Iran", (WORDS,)),
@@ -84,6 +88,9 @@ CASES = [
     Case("Russia and Ukraine swap 300 prisoners of war each", reject=(DEAL, KYIV)),
     Case("Putin and Xi discuss gas pipeline in Beijing", reject=(DEAL, KYIV)),
     Case("Russian missile strike on Kyiv apartment block kills 12", reject=ALL),
+    Case("Russia says it will keep fighting until Ukraine withdraws from the Donbas", (DEAL,)),
+    Case("Russia and Ukraine carry out a prisoner exchange, freeing 150 each", reject=ALL),
+    Case("Ukraine and Moldova sign an energy agreement; Russia condemns it", reject=ALL),
     # -- pressure-on-kyiv: the US leaning on Ukraine to settle -------------------------------
     Case("Trump says Zelenskyy 'has to get on the ball' and get a deal done", (KYIV,)),
     Case("'You don't have the cards': Trump presses Zelensky to accept the peace plan", (KYIV,)),
@@ -103,6 +110,9 @@ CASES = [
     Case("Iranian film wins the top prize at Cannes", reject=ALL),
     Case("Indian stock markets fall for a third day amid the Iran war", reject=_no(IRAN) + (IRAN,)),
     Case("UK raises terrorism threat level amid the Iran war", reject=ALL),
+    Case("Iran war: airlines reroute flights around Gulf airspace", reject=ALL),
+    Case("Oil rises 3% as traders weigh Iran ceasefire talks", reject=ALL),
+    Case("Gold hits a record as investors flee to safety amid the Iran war", reject=ALL),
     # -- energy-windfall: prices or sanctions relief that pay exporters (Russia) -------------
     Case("Russia's oil revenue surges as Gulf supply is cut", (ENERGY,)),
     Case("Urals crude tops the price cap as the Iran war lifts prices, a boon for the Kremlin", (ENERGY,)),
