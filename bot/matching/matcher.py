@@ -46,6 +46,9 @@ MAX_EVIDENCE = 2.0
 # result is at most 0.7, below the default threshold, so a negative cue is in effect a veto.
 NEGATIVE_FACTOR = 0.5
 NEGATIVE_WEIGHT = 0.3
+# A title-only item (no summary, no content: many explainer feeds) has nothing beyond its
+# headline to add evidence, so a rule that fires in such a title counts this much more.
+TITLE_ONLY_FACTOR = 1.25
 # The lead is the title plus summary sentences up to this many characters (at least one).
 LEAD_CHARS = 320
 # Longer content is matched on its first part only: the lead paragraphs carry the story.
@@ -288,7 +291,12 @@ class Matcher:
 
     @staticmethod
     def _evidence(
-        compiled: _Compiled, lead: _Unit, body: list[_Unit], where: dict[str, list[int]]
+        compiled: _Compiled,
+        lead: _Unit,
+        body: list[_Unit],
+        where: dict[str, list[int]],
+        title: _Unit | None = None,
+        title_factor: float = 1.0,
     ) -> tuple[float, list[str]]:
         """Evidence total and its description; ``where`` maps a group key to its body sentences."""
         total = 0.0
@@ -297,8 +305,10 @@ class Matcher:
         evidence: list[str] = []
         for rule, keys in compiled.rules:
             if all(k in lead.groups for k in keys):
-                total += rule.weight
-                evidence.append("lead: " + " + ".join(lead.terms[k] for k in keys))
+                in_title = title is not None and all(k in title.groups for k in keys)
+                total += rule.weight * (title_factor if in_title else 1.0)
+                where_ = "title" if in_title else "lead"
+                evidence.append(f"{where_}: " + " + ".join(lead.terms[k] for k in keys))
                 continue
             first = where.get(keys[0])
             if not first:
@@ -323,13 +333,17 @@ class Matcher:
         """The themes (score, excerpt, evidence) and claims ``item`` is about; empty when none."""
         title, lead, units, sentences, lead_count = self._units(item)
         body_units = units[lead_count:]
+        title_only = not sentences
+        title_factor = TITLE_ONLY_FACTOR if title_only else 1.0
         where: dict[str, list[int]] = defaultdict(list)
         for n, unit in enumerate(body_units):
             for key in unit.groups:
                 where[key].append(n)
         themes: list[ThemeMatch] = []
         for compiled in self._themes:
-            evidence_total, evidence = self._evidence(compiled, lead, body_units, where)
+            evidence_total, evidence = self._evidence(
+                compiled, lead, body_units, where, title, title_factor
+            )
             score = calibrated(evidence_total)
             if score < compiled.threshold:
                 continue
