@@ -251,3 +251,11 @@ async def test_per_host_and_global_caps(server: FeedServer) -> None:
             await asyncio.gather(*(client.fetch(other.url(f"f{i}.xml"), now=NOW) for i in range(6)))
         server2_peak = other.peak_in_flight()
     assert server2_peak == 3
+
+
+async def test_a_validator_that_cannot_be_a_header_is_dropped(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    result = await fetcher.fetch(server.url("feed.xml"), now=NOW, etag='"caf\u00e9"')
+    assert isinstance(result, Fetched)
+    assert "If-None-Match" not in server.requests[0].headers

@@ -201,3 +201,14 @@ def test_every_corpus_feed_parses_to_its_manifest_entry_count() -> None:
         for entry in feed.entries:
             assert entry.published_at is None or entry.published_at.tzinfo is UTC
             assert "<" not in entry.summary or "&lt;" in path.read_text(errors="replace")
+
+
+def test_untitled_linkless_entries_are_separate_stories() -> None:
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        b'<item><guid isPermaLink="false">one</guid><description>a</description></item>'
+        b'<item><guid isPermaLink="false">two</guid><description>b</description></item>'
+        b"</channel></rss>"
+    )
+    first, second = parse_feed(body, url="https://example.org/feed").entries
+    assert first.story_key != second.story_key

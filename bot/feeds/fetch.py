@@ -94,6 +94,10 @@ class _Inflater:
         return b"".join(self.parts)
 
 
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
 def _hints(headers: Mapping[str, str], now: datetime) -> CacheHints:
     return CacheHints(
         max_age=parse_max_age(headers.get("cache-control"), headers.get("expires"), now),
@@ -192,9 +196,11 @@ class Fetcher:
     ) -> FetchResult:
         """GET ``url`` conditionally; ``now`` is used to read date-valued hints."""
         headers = {}
-        if etag:
+        # Validators are echoed back as stored; one a server sent with non-ASCII bytes cannot go
+        # in a header, so it is dropped (an unconditional GET) rather than failing the fetch.
+        if etag and _header_safe(etag):
             headers["If-None-Match"] = etag
-        if last_modified:
+        if last_modified and _header_safe(last_modified):
             headers["If-Modified-Since"] = last_modified
         async with self._global, self._host_semaphore(url):
             try:

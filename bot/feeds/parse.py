@@ -213,13 +213,17 @@ def _sha256(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def story_key(link: str | None, title: str) -> str:
-    """Same story across feeds: the canonical link without scheme and ``www.``, else the title."""
+def story_key(link: str | None, title: str, fallback: str = "") -> str:
+    """Same story across feeds: the canonical link without scheme and ``www.``, else the title,
+    else ``fallback`` (the entry key), so untitled link-less entries are not all one story."""
     if link:
         parts = urlsplit(link)
         host = (parts.hostname or "").removeprefix("www.")
         return _sha256("url", host, parts.path.rstrip("/"), parts.query)
-    return _sha256("title", title_fingerprint(title))
+    fingerprint = title_fingerprint(title)
+    if fingerprint:
+        return _sha256("title", fingerprint)
+    return _sha256("entry", fallback)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -283,7 +287,7 @@ def build_entry(entry: Mapping[str, Any], base_url: str | None) -> ParsedEntry:
         authors=_authors(entry),
         published_at=published,
         content_hash=_sha256(title, link or "", summary, content or ""),
-        story_key=story_key(link, title),
+        story_key=story_key(link, title, key),
     )
 
 

@@ -396,6 +396,8 @@ class Poller:
             assert pool is not None
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, job)
+            except FeedParseError:
+                raise
             except BrokenProcessPool as exc:
                 if self._pool is pool:
                     log.error("the parser pool broke; starting a new one")
@@ -406,4 +408,9 @@ class Poller:
                     raise FeedParseError(
                         f"the parser process died on this document: {exc}"
                     ) from exc
+            except Exception as exc:
+                # A bug in normalising one document must fail that feed, not the whole poll; the
+                # traceback (from the worker) goes to the log.
+                log.exception("feed document from %s could not be normalised", fetched.final_url)
+                raise FeedParseError(f"unexpected {type(exc).__name__} while parsing") from exc
         raise AssertionError("unreachable")  # pragma: no cover
