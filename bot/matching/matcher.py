@@ -52,7 +52,7 @@ TITLE_ONLY_FACTOR = 1.25
 # The lead is the title plus summary sentences up to this many characters (at least one).
 LEAD_CHARS = 320
 # Longer content is matched on its first part only: the lead paragraphs carry the story.
-MAX_CONTENT_CHARS = 20_000
+MAX_CONTENT_CHARS = 10_000
 
 _WORD = re.compile(r"\w+")
 # Distinct words remembered by the term index (a news vocabulary fits well within this).
