@@ -1,0 +1,125 @@
+"""Helpers for tests that run ``counterparty run`` as real subprocesses (replicas, crashes).
+
+Sample feeds here are written for the tests; every item says it is test sample text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, select
+
+from bot.storage.schema import outbox
+
+PLACES = ["Oslo", "Lima", "Accra", "Quito", "Hanoi", "Perth", "Tunis", "Dakar", "Riga", "Sofia", "Minsk", "Baku", "Yerevan", "Tbilisi", "Astana", "Bishkek", "Dushanbe", "Ashgabat", "Tashkent", "Ulaanbaatar", "Colombo", "Dhaka", "Kathmandu", "Thimphu", "Male"]
+
+# Two stories the packaged themes are known to match, and one that matches nothing.
+_STORIES = (
+    (
+        "[Test sample] Oil prices jump and Russia gains export revenue as Hormuz shipping halts, "
+        "traders in {place} say",
+        "Test sample text: analysts in {place} said higher oil prices boost Russian oil export "
+        "revenues.",
+    ),
+    (
+        "[Test sample] Kremlin rejects the US ceasefire proposal as Witkoff arrives in Moscow "
+        "from {place}",
+        "Test sample text: the Kremlin said Putin would not accept the ceasefire terms proposed "
+        "by Washington envoy Witkoff, officials in {place} reported.",
+    ),
+)
+QUIET_TITLE = "[Test sample] Town library in {place} extends opening hours"
+
+
+def item_marker(n: int) -> str:
+    """Words that only feed ``n``'s matching item carries (for ``n < len(PLACES)``)."""
+    return f"{PLACES[n % len(PLACES)]} {n}"
+
+
+def sample_rss(n: int, now: datetime, *, quiet: bool = True) -> bytes:
+    """Feed ``n``: one item the themes match (carrying :func:`item_marker`) and, with ``quiet``,
+    one they do not."""
+    place = item_marker(n)
+    title_format, summary_format = _STORIES[n % 2]
+    items = [(title_format.format(place=place), summary_format.format(place=place), "m")]
+    if quiet:
+        items.append((QUIET_TITLE.format(place=place), "Test sample text: nothing to see.", "q"))
+    body = "".join(
+        f"<item><title>{title}</title><link>https://sample.example/{n}/{key}</link>"
+        f"<guid>sample-{n}-{key}</guid><pubDate>{format_datetime(now)}</pubDate>"
+        f"<description>{summary}</description></item>"
+        for title, summary, key in items
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel>'
+        f"<title>Test sample wire {n}</title><link>https://sample.example/{n}</link>"
+        f"<description>test sample</description>{body}</channel></rss>"
+    ).encode()
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any bot token or COUNTERPARTY_* setting, plus
+    ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISCORD_TOKEN", "TELEGRAM_TOKEN") and not k.startswith("COUNTERPARTY_")
+    }
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+async def start_run(
+    cwd: Path, config: Path, db_url: str, env: dict[str, str], log: Path
+) -> asyncio.subprocess.Process:
+    """Start ``python -m bot --config CONFIG --db URL run`` with output appended to ``log``."""
+    with log.open("ab") as output:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "--config",
+            str(config),
+            "--db",
+            db_url,
+            "run",
+            stdout=output,
+            stderr=output,
+            env=env,
+            cwd=cwd,
+        )
+
+
+async def stop_all(processes: list[asyncio.subprocess.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+    for process in processes:
+        await process.wait()
+
+
+async def until(condition: Callable[[], bool], what: str, within: float) -> None:
+    """Wait, with a deadline, for a condition on another process's state (its database, its
+    log, requests on a fake server in another thread)."""
+    try:
+        async with asyncio.timeout(within):
+            while not condition():
+                await asyncio.sleep(0.05)  # polling state outside this process
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within:.0f} s waiting for {what}") from None
+
+
+def outbox_rows(db_url: str) -> list[Any]:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(outbox)).all())
+    finally:
+        engine.dispose()

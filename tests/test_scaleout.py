@@ -1,0 +1,331 @@
+"""Scale-out: several replicas on one database share the work and never do it twice.
+
+* :class:`bot.ops.leader.LeaderLock` on the test backend (SQLite lease row / PostgreSQL advisory
+  lock): one holder at a time, handed over on release, on a dead holder's lease running out
+  (SQLite) or its connection ending (PostgreSQL).
+* Feed claims on PostgreSQL from many threads at once: every feed goes to exactly one claimer.
+* Three ``counterparty run`` replicas as subprocesses on one PostgreSQL, a local feed server and
+  the fake Discord server: every feed fetched once in its interval, every message posted once,
+  one gateway session; killing the gateway holder hands the gateway to another within one lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from bot.ops.leader import LeaderLock
+from bot.storage import feeds_repo
+from bot.storage.db import open_database
+from bot.storage.feeds_repo import ConfiguredFeed
+from tests.support.fake_discord import FakeDiscord
+from tests.support.feedserver import FeedServer
+from tests.support.replicas import (
+    child_env,
+    item_marker,
+    outbox_rows,
+    sample_rss,
+    start_run,
+    stop_all,
+    until,
+)
+
+CHANNELS = ("700000000000000101", "700000000000000102")
+FEEDS = 12
+LEADER_LEASE = 6.0
+TIMEOUT = 120.0
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()
+
+
+# -- the leader lock ------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 6, 12, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_one_leader_at_a_time_and_handover_on_release(engine: Engine) -> None:
+    first = LeaderLock(engine, "discord", owner="replica-1", lease=timedelta(seconds=30))
+    second = LeaderLock(engine, "discord", owner="replica-2", lease=timedelta(seconds=30))
+    other_role = LeaderLock(engine, "telegram", owner="replica-2", lease=timedelta(seconds=30))
+    try:
+        assert await first.acquire()
+        assert await first.acquire()  # idempotent for the holder
+        assert not await second.acquire()
+        assert await other_role.acquire()  # roles are independent
+        await first.release()
+        assert not first.held
+        assert await second.acquire()
+        assert not await first.acquire()
+    finally:
+        for lock in (first, second, other_role):
+            await lock.release()
+
+
+async def test_sqlite_lease_of_a_dead_holder_runs_out(sqlite_url: str) -> None:
+    engine = open_database(sqlite_url)
+    clock = Clock()
+    lease = timedelta(seconds=30)
+    dead = LeaderLock(engine, "discord", owner="dead", lease=lease, clock=clock)
+    heir = LeaderLock(engine, "discord", owner="heir", lease=lease, clock=clock)
+    try:
+        assert await dead.acquire()
+        # The holder dies: its keeper never renews again (cancelled without releasing).
+        assert dead._keeper is not None
+        dead._keeper.cancel()
+        clock.now += lease - timedelta(seconds=1)
+        assert not await heir.acquire()
+        clock.now += timedelta(seconds=2)
+        assert await heir.acquire()
+        # The old holder's renewal now fails: it learns it lost the role.
+        assert not await asyncio.to_thread(dead._renew_sqlite)
+    finally:
+        await heir.release()
+        engine.dispose()
+
+
+async def test_postgres_lock_freed_when_holder_connection_dies(postgres_url: str) -> None:
+    """A killed replica's session ends; the advisory lock goes with it, and the holder's keeper
+    (if the process survived) notices it lost the role."""
+    engine_a = open_database(postgres_url)
+    engine_b = open_database(postgres_url)
+    holder = LeaderLock(engine_a, "discord", owner="a", lease=timedelta(seconds=0.6))
+    heir = LeaderLock(engine_b, "discord", owner="b", lease=timedelta(seconds=0.6))
+    try:
+        assert await holder.acquire()
+        assert not await heir.acquire()
+        assert await asyncio.to_thread(holder._check_postgres)
+        with engine_b.connect() as conn:
+            terminated = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
+            ).all()
+        assert terminated == [(True,)]
+        await asyncio.wait_for(holder.lost.wait(), 10)
+        assert not holder.held
+        assert await heir.acquire()
+    finally:
+        await holder.release()
+        await heir.release()
+        engine_a.dispose()
+        engine_b.dispose()
+
+
+def test_postgres_feed_claims_from_many_threads_never_overlap(postgres_url: str) -> None:
+    engine = open_database(postgres_url)
+    now = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    try:
+        configured = [
+            ConfiguredFeed(f"http://127.0.0.1:9/f{n}.xml", None, None) for n in range(300)
+        ]
+        feeds_repo.sync_config_feeds(engine, configured, now)
+        claimed: dict[str, list[int]] = {}
+        start = threading.Barrier(6)
+
+        def claimer(owner: str) -> None:
+            start.wait()
+            got: list[int] = []
+            # Each call is a separate claimer (a fresh owner), as separate poll ticks would be.
+            for call in range(1000):
+                batch = feeds_repo.claim_feeds(
+                    engine,
+                    now=now,
+                    owner=f"{owner}-{call}",
+                    lease=timedelta(minutes=5),
+                    due_only=True,
+                    limit=7,
+                )
+                if not batch:
+                    break
+                got.extend(state.id for state in batch)
+            claimed[owner] = got
+
+        threads = [threading.Thread(target=claimer, args=(f"t{n}",)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        every = [feed_id for ids in claimed.values() for feed_id in ids]
+        assert len(claimed) == 6
+        assert len(every) == 300
+        assert len(set(every)) == 300
+        assert sum(1 for ids in claimed.values() if ids) >= 2  # the work was actually shared
+    finally:
+        engine.dispose()
+
+
+def test_feed_fetched_by_another_poller_meanwhile_is_not_claimed_again(engine: Engine) -> None:
+    """A poller whose candidate list went stale (another poller fetched the feed in between)
+    must not fetch it again in the same interval."""
+    now = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    feeds_repo.sync_config_feeds(engine, [ConfiguredFeed("http://127.0.0.1:9/a", None, None)], now)
+    [state] = feeds_repo.claim_feeds(
+        engine, now=now, owner="a", lease=timedelta(minutes=5), due_only=True
+    )
+    feeds_repo.record_not_modified(
+        engine,
+        state.id,
+        now=now,
+        status=304,
+        next_poll_at=now + timedelta(hours=1),
+        permanent_url=None,
+        etag=None,
+        last_modified=None,
+    )
+    again = feeds_repo.claim_feeds(
+        engine, now=now, owner="b", lease=timedelta(minutes=5), due_only=True
+    )
+    assert again == []
+
+
+# -- three replicas on one PostgreSQL --------------------------------------------------------
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    now = datetime.now(UTC)
+    with FeedServer() as server:
+        for n in range(FEEDS):
+            server.put(f"f{n}.xml", sample_rss(n, now))
+        yield server
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as server:
+        yield server
+
+
+def write_config(tmp_path: Path, server: FeedServer) -> Path:
+    feeds = "".join(
+        f'[[feeds]]\nurl = "{server.url(f"f{n}.xml")}"\ninterval = "1h"\n\n' for n in range(FEEDS)
+    )
+    subscriptions = "".join(
+        f'[[subscriptions]]\nplatform = "discord"\ntarget = "{channel}"\n'
+        'cadence = "instant"\nmax_items = 100\n\n'
+        for channel in CHANNELS
+    )
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'[bot]\nleader_lease = "{LEADER_LEASE:.0f}s"\n\n'
+        '[fetch]\nparse_workers = 1\ntick = "1s"\n\n'
+        '[delivery]\ndrain_interval = "1s"\nlease = "20s"\n\n' + feeds + subscriptions,
+        encoding="utf-8",
+    )
+    return config
+
+
+def identifies(fake: FakeDiscord) -> int:
+    return sum(
+        1
+        for r in fake.requests
+        if r.method == "WS" and isinstance(r.body, dict) and r.body.get("op") == 2
+    )
+
+
+def leader_pids(logs: list[Path]) -> set[int]:
+    """Pids of the replicas whose logs say they took the Discord role."""
+    pattern = re.compile(r"leader discord: this process \([^)]*:(\d+)\) holds the role")
+    return {
+        int(pid)
+        for log in logs
+        for pid in pattern.findall(log.read_text(encoding="utf-8", errors="replace"))
+    }
+
+
+@pytest.mark.slow
+async def test_three_replicas_share_the_work_once_and_hand_over_the_gateway(
+    postgres_url: str, feed_server: FeedServer, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, feed_server)
+    env = child_env(
+        DISCORD_TOKEN="fake-token-for-tests",
+        COUNTERPARTY_DISCORD_API_BASE=fake.api_base,
+        COUNTERPARTY_DISCORD_GATEWAY=fake.gateway_url,
+    )
+    # Migrate once first, as an operator's deploy step would (replicas then start together).
+    open_database(postgres_url).dispose()
+    logs = [tmp_path / f"replica-{n}.log" for n in range(3)]
+    processes = [await start_run(tmp_path, config, postgres_url, env, log) for log in logs]
+    try:
+
+        def everything_sent() -> bool:
+            rows = outbox_rows(postgres_url)
+            posted = sum(len(fake.messages.get(c, [])) for c in CHANNELS)
+            return bool(rows) and all(r.status == "sent" for r in rows) and posted >= FEEDS // 6
+
+        await until(everything_sent, "every outbox row sent", TIMEOUT)
+        await until(lambda: identifies(fake) >= 1, "a gateway session", TIMEOUT)
+        await until(
+            lambda: all("counterparty is running" in log.read_text() for log in logs),
+            "all three replicas running",
+            TIMEOUT,
+        )
+
+        # Every feed fetched exactly once (interval 1 h), by whichever replica claimed it.
+        for n in range(FEEDS):
+            assert len(feed_server.requests_for(f"f{n}.xml")) == 1, n
+        # Every matched item posted once to each channel, and every post once.
+        rows = outbox_rows(postgres_url)
+        for channel in CHANNELS:
+            posts = fake.messages.get(channel, [])
+            for n in range(FEEDS):
+                carrying = [p for p in posts if item_marker(n) in str(p)]
+                assert len(carrying) == 1, (channel, n, len(carrying))
+            assert "Town library" not in str(posts)
+            nonces = [p["nonce"] for p in posts]
+            assert len(nonces) == len(set(nonces))
+            assert len(posts) == sum(1 for r in rows if r.target == channel)
+        channel_posts = [r for r in fake.requests if r.method == "POST" and "/messages" in r.path]
+        assert len(channel_posts) == len({r.body["nonce"] for r in channel_posts})
+        # One gateway session across the three replicas.
+        assert identifies(fake) == 1
+        [holder] = leader_pids(logs)
+        assert holder in [p.pid for p in processes]
+
+        # Kill the gateway holder outright: another replica takes the gateway within a lease.
+        victim = next(p for p in processes if p.pid == holder)
+        killed_at = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        await until(lambda: identifies(fake) >= 2, "a new gateway session", TIMEOUT)
+        handover = time.monotonic() - killed_at
+        assert handover < LEADER_LEASE, f"gateway handed over after {handover:.1f} s"
+        [new_holder] = leader_pids(logs) - {holder}
+        assert new_holder in [p.pid for p in processes if p is not victim]
+
+        # The survivors still stop cleanly.
+        survivors = [p for p in processes if p is not victim]
+        for process in survivors:
+            process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 60) for p in survivors]
+        assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+    finally:
+        await stop_all(processes)
+    assert identifies(fake) == 2
+    every_log = "".join(log.read_text(encoding="utf-8", errors="replace") for log in logs)
+    assert "fake-token-for-tests" not in every_log
+    assert "duplicate key" not in every_log
