@@ -145,6 +145,10 @@ CASES = [
     Case("Indian stock markets fall for a third day amid the Iran war", reject=ALL),
     Case("UK raises terrorism threat level amid the Iran war", reject=ALL),
     Case("Iran war: airlines reroute flights around Gulf airspace", reject=ALL),
+    Case("Iran war pushes up mortgage rates in the UK", reject=ALL),
+    Case("Iran war: Sri Lanka rations fuel", reject=ALL),
+    Case("Iranian-American voters split over Trump's war", reject=ALL),
+    Case("Qatar's LNG plant hit by an Iranian drone", (IRAN,)),
     Case("Oil rises 3% as traders weigh Iran ceasefire talks", reject=ALL),
     Case("Gold hits a record as investors flee to safety amid the Iran war", reject=ALL),
     # -- energy-windfall: prices or sanctions relief that pay exporters (Russia) -------------
@@ -174,6 +178,7 @@ CASES = [
     Case("Maduro flown to New York to face charges", (PARTNERS,)),
     Case("Cuba's power grid collapses again, leaving millions in the dark", reject=ALL),
     Case("US warns citizens against travel to Cuba", reject=ALL),
+    Case("Cuba arrests a drug trafficker wanted by the US", reject=ALL),
     Case("Venezuela's opposition leader calls for new elections", reject=(PARTNERS,)),
     Case("Venezuela beat Cuba in the Caribbean baseball final", reject=ALL),
     # -- russia-iran-axis: the partnership itself, and its limits ----------------------------
