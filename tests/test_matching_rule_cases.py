@@ -128,6 +128,12 @@ CASES = [
     Case("Zelenskyy thanks European leaders for their support in London", reject=(KYIV,)),
     Case("Ukraine and the US sign a drone production deal", reject=(KYIV,)),
     Case("Zelenskyy thanks Trump for Patriot missiles", reject=(KYIV,)),
+    Case("Trump says Zelensky must accept the deal or keep fighting", (KYIV,)),
+    Case("Zelenskyy and Trump clash over the Donbas in a tense call", (KYIV,)),
+    # Kyiv pressing Washington is the other direction
+    Case("Zelensky demands security guarantees from Washington before any deal", reject=(KYIV,)),
+    Case("Ukraine pushes the US to release frozen aid", reject=(KYIV,)),
+    Case("Zelensky urges Trump to impose tougher sanctions on Russia", reject=(KYIV,)),
     Case("Ukraine strikes a Russian oil refinery with long-range drones", reject=ALL),
     Case("US approves sale of Patriot missile parts to Ukraine", reject=(KYIV, DEAL)),
     # -- iran-war-diplomacy: the war with Iran and the diplomacy that failed -----------------

@@ -49,6 +49,8 @@ NEGATIVE_WEIGHT = 0.3
 # A title-only item (no summary, no content: many explainer feeds) has nothing beyond its
 # headline to add evidence, so a rule that fires in such a title counts this much more.
 TITLE_ONLY_FACTOR = 1.25
+# ... but only rules at least this heavy.
+TITLE_BOOST_MIN_WEIGHT = 0.5
 # The lead is the title plus summary sentences up to this many characters (at least one).
 LEAD_CHARS = 320
 # Longer content is matched on its first part only: the lead paragraphs carry the story.
@@ -306,7 +308,10 @@ class Matcher:
         for rule, keys in compiled.rules:
             if all(k in lead.groups for k in keys):
                 in_title = title is not None and all(k in title.groups for k in keys)
-                total += rule.weight * (title_factor if in_title else 1.0)
+                # Only substantive rules are boosted: the light ones exist to add up with
+                # other evidence, and boosting them would let a pile of weak hints pass.
+                boost = title_factor if in_title and rule.weight >= TITLE_BOOST_MIN_WEIGHT else 1.0
+                total += rule.weight * boost
                 where_ = "title" if in_title else "lead"
                 evidence.append(f"{where_}: " + " + ".join(lead.terms[k] for k in keys))
                 continue
