@@ -92,6 +92,8 @@ CASES = [
     Case("Why Russia won't come to Iran's rescue", (WORDS, AXIS), (IRAN,)),
     Case("Iran feels let down by Russia as US bombs continue", (WORDS, AXIS)),
     Case("After Caracas and Tehran, is Havana next? Moscow's partners are on their own", (WORDS,)),
+    Case("Kremlin watches from the sidelines as the Iran war widens", (WORDS,)),
+    Case("Russia is not fighting the Middle East war, but may be its real winner", (WORDS,)),
     Case("Russia condemns Ukrainian drone attack on Moscow", reject=(WORDS, AXIS)),
     Case("Iran condemns the Israeli strikes on its nuclear sites", reject=(WORDS, AXIS)),
     Case("Kremlin says talks with the US on Ukraine will continue next week", reject=(WORDS, AXIS)),
