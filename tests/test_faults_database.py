@@ -1,0 +1,238 @@
+"""The database misbehaves: locked by another process for a while, or out of disk space.
+
+* Locked: the whole bot (``App.run``, in this process, with the real Discord service against the
+  fake Discord server) keeps running while another connection holds SQLite's write lock; the
+  failing jobs log and run again, and once the lock is gone the bot catches up, posting the item
+  that arrived meanwhile exactly once.
+* Disk full: SQLite's ``max_page_count`` caps the file, as a full disk would; storing a big feed
+  fails with a clear error for that feed, nothing is half-written, ``PRAGMA integrity_check``
+  says ``ok``, and with room again the same feed is stored completely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+from sqlalchemy import Engine, event, func, select
+
+from bot.app import App
+from bot.delivery.discord import service as discord_service
+from bot.feeds.pipeline import Poller
+from bot.matching.catalog import load_catalog
+from bot.settings import Environment, FileConfig, Settings
+from bot.storage.db import open_database
+from bot.storage.schema import entries, feeds
+from tests.support.fake_discord import FakeDiscord
+from tests.support.feedserver import FeedServer
+from tests.support.replicas import item_marker, sample_rss, until
+
+CHANNEL = "700000000000000401"
+TIMEOUT = 60.0
+
+
+@pytest.fixture
+async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as server:
+        # build() points discord.py's class-level endpoints at the fake; undo that afterwards.
+        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+        monkeypatch.setattr(
+            discord.gateway.DiscordWebSocket,
+            "DEFAULT_GATEWAY",
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+        )
+        yield server
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    with FeedServer() as server:
+        yield server
+
+
+def short_busy_timeout(engine: Engine, milliseconds: int) -> None:
+    """Make lock waits short (the bot's default is 30 s): runs after the engine's own pragmas."""
+
+    def pragma(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
+        cursor.close()
+
+    event.listen(engine, "connect", pragma)
+    engine.dispose()
+
+
+def posts_carrying(fake: FakeDiscord, marker: str) -> int:
+    return sum(marker in str(post) for post in fake.messages.get(CHANNEL, []))
+
+
+async def test_locked_database_jobs_log_retry_and_catch_up(
+    fake: FakeDiscord, feed_server: FeedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path = tmp_path / "bot.db"
+    feed_server.put("wire.xml", sample_rss(0, datetime.now(UTC), quiet=False))
+    file = FileConfig.model_validate(
+        {
+            "fetch": {
+                "parse_workers": 1,
+                "tick": "1s",
+                "min_interval": "1s",
+                "jitter": "1s",
+                "deadline": "2s",
+                "lease": "3s",
+            },
+            "delivery": {"drain_interval": "1s", "lease": "3s"},
+            "feeds": [{"url": feed_server.url("wire.xml"), "interval": "1s"}],
+            "subscriptions": [
+                {"platform": "discord", "target": CHANNEL, "cadence": "instant", "max_items": 100}
+            ],
+        }
+    )
+    env = Environment.from_mapping(
+        {
+            "DISCORD_TOKEN": "fake-token-for-tests",
+            "COUNTERPARTY_DISCORD_API_BASE": fake.api_base,
+            "COUNTERPARTY_DISCORD_GATEWAY": fake.gateway_url,
+        }
+    )
+    settings = Settings(file=file, env=env, config_path=None, database_url=f"sqlite:///{db_path}")
+    engine = open_database(settings.database_url)
+    short_busy_timeout(engine, 100)
+    catalog = load_catalog(None)
+    service = discord_service.build(settings, engine, catalog)
+    assert service is not None
+    app = App(settings, engine, catalog, services=[service])
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO)
+    running = asyncio.create_task(app.run(stop))
+    locker: sqlite3.Connection | None = None
+    try:
+        await fake.wait_for(lambda f: posts_carrying(f, item_marker(0)) == 1, within=TIMEOUT)
+
+        # Another process takes the write lock and keeps it; meanwhile a new item appears.
+        locker = sqlite3.connect(db_path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        first = sample_rss(0, datetime.now(UTC), quiet=False)
+        feed_server.put("wire.xml", first.replace(b"</channel>", _extra_item(1) + b"</channel>"))
+
+        def locked_failures() -> int:
+            return sum(
+                "database is locked" in (r.exc_text or r.getMessage())
+                for r in caplog.records
+                if r.levelno >= logging.WARNING
+            )
+
+        await until(lambda: locked_failures() >= 3, "jobs failing on the lock", TIMEOUT)
+        assert not running.done()
+        assert posts_carrying(fake, item_marker(1)) == 0
+        locker.execute("ROLLBACK")
+        locker.close()
+        locker = None
+
+        await fake.wait_for(lambda f: posts_carrying(f, item_marker(1)) == 1, within=TIMEOUT)
+    finally:
+        if locker is not None:
+            locker.close()
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        engine.dispose()
+    assert posts_carrying(fake, item_marker(0)) == 1
+    assert posts_carrying(fake, item_marker(1)) == 1
+    failed_jobs = [r for r in caplog.records if "failed; it runs again" in r.getMessage()]
+    assert failed_jobs, "the lock should have made at least one job fail and be rescheduled"
+
+
+def _extra_item(n: int) -> bytes:
+    """One more matching item (feed ``n``'s story, with ``item_marker(n)`` in it)."""
+    body = sample_rss(n, datetime.now(UTC), quiet=False)
+    start = body.index(b"<item>")
+    end = body.index(b"</item>") + len(b"</item>")
+    return body[start:end]
+
+
+def big_feed(count: int, now: datetime) -> bytes:
+    items = "".join(
+        f"<item><title>Test sample item {n}</title><link>https://sample.example/big/{n}</link>"
+        f"<guid>big-{n}</guid><pubDate>{format_datetime(now)}</pubDate>"
+        f"<description>Test sample text number {n}, padded {'x' * 200}</description></item>"
+        for n in range(count)
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Test sample big</title>'
+        f"<link>https://sample.example/big</link><description>d</description>{items}"
+        "</channel></rss>"
+    ).encode()
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def stored(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
+
+
+async def test_disk_full_gives_a_clear_error_and_no_corruption(
+    feed_server: FeedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path = tmp_path / "full.db"
+    url = f"sqlite:///{db_path}"
+    now = datetime.now(UTC)
+    feed_server.put("big.xml", big_feed(2000, now))
+    feed_server.put("small.xml", sample_rss(3, now))
+    file = FileConfig.model_validate(
+        {
+            "fetch": {"parse_workers": 1, "jitter": "1s"},
+            "feeds": [{"url": feed_server.url("big.xml")}, {"url": feed_server.url("small.xml")}],
+        }
+    )
+    settings = Settings(file=file, env=Environment(), config_path=None, database_url=url)
+    engine = open_database(url)
+    with sqlite3.connect(db_path) as conn:
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+    def cap(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA max_page_count={pages + 40}")  # ~160 KB more: the disk fills
+        cursor.close()
+
+    event.listen(engine, "connect", cap)
+    engine.dispose()
+    caplog.set_level(logging.INFO)
+    async with Poller(settings, engine, owner="disk-test") as poller:
+        await poller.sync_config(now)
+        summary = await poller.poll_all(now)
+    assert summary.failed >= 1
+    full = [r for r in caplog.records if "database or disk is full" in (r.exc_text or "")]
+    assert full, "the log must say the disk is full"
+    assert any(feed_server.url("big.xml") in r.getMessage() for r in full)
+    assert integrity(db_path) == "ok"
+    with engine.connect() as conn:
+        big_id = conn.execute(
+            select(feeds.c.id).where(feeds.c.url == feed_server.url("big.xml"))
+        ).scalar_one()
+        half = conn.execute(
+            select(func.count()).select_from(entries).where(entries.c.feed_id == big_id)
+        ).scalar_one()
+    assert half == 0  # the big feed's transaction rolled back whole
+    engine.dispose()
+
+    # Room again (a new engine, no cap): the same feeds are stored completely.
+    roomy = open_database(url)
+    try:
+        async with Poller(settings, roomy, owner="disk-test") as poller:
+            await poller.poll_all(now + timedelta(minutes=1))
+        assert stored(roomy) >= 2000
+        assert integrity(db_path) == "ok"
+    finally:
+        roomy.dispose()
