@@ -198,8 +198,8 @@ async def test_disk_full_gives_a_clear_error_and_no_corruption(
     )
     settings = Settings(file=file, env=Environment(), config_path=None, database_url=url)
     engine = open_database(url)
-    with sqlite3.connect(db_path) as conn:
-        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    with sqlite3.connect(db_path) as raw:
+        pages = int(raw.execute("PRAGMA page_count").fetchone()[0])
 
     def cap(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
