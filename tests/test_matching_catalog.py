@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.matching.catalog import PACKAGED_THEMES, CatalogError, load_catalog
+from bot.matching.matcher import Matcher
+from bot.matching.records import Item
 from tests.conftest import shared_path
 
 # The ids fixed by ../shared/spec/themes.md, kept here too so the test runs without ../shared.
@@ -99,6 +101,7 @@ description = "d"
 essay_quote = "q"
 keywords = ["Putin"]
 threshold = "high"
+anchors = ["ukraine"]
 [[theme.rule]]
 all = ["russia", "nowhere"]
 
@@ -121,6 +124,7 @@ themes = ["not-a-theme"]
     assert "theme 'putin-deal': field 'title' is missing" in problems
     assert "theme 'putin-deal': field 'threshold' must be a number in (0, 5]" in problems
     assert "theme 'putin-deal': rule 1: field 'all' names unknown group 'nowhere'" in problems
+    assert "theme 'putin-deal': field 'anchors' names unknown group 'ukraine'" in problems
     assert "theme #2: field 'id' is missing" in problems
     assert "claim 'some-claim': field 'themes' names unknown theme 'not-a-theme'" in problems
     assert str(path) in str(caught.value)
@@ -158,3 +162,36 @@ weight = 1.0
     assert catalog.claims == {}
     assert catalog.path == path
     assert PACKAGED_THEMES.exists()
+
+
+def test_off_topic_terms_veto_unless_an_anchor_is_in_the_lead(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[aliases]
+russia = ["Russia", "Kremlin"]
+ukraine = ["Ukraine", "Kyiv"]
+
+[[theme]]
+id = "talks"
+title = "T"
+description = "D"
+essay_quote = "Q"
+keywords = ["Kremlin"]
+off_topic = ["Gaza"]
+anchors = ["ukraine"]
+[theme.cues]
+talks = ["talks"]
+[[theme.rule]]
+all = ["russia", "talks"]
+weight = 1.0
+""",
+    )
+    matcher = Matcher(load_catalog(path))
+
+    def themes(title: str) -> list[str]:
+        return [m.theme_id for m in matcher.match(Item(id="x", title=title)).themes]
+
+    assert themes("Kremlin open to talks") == ["talks"]
+    assert themes("Kremlin open to talks on Gaza") == []
+    assert themes("Kremlin open to talks on Gaza and Ukraine") == ["talks"]

@@ -114,6 +114,11 @@ CASES = [
     Case("Modi to meet Putin in Moscow next month", reject=ALL),
     Case("Putin meets Xi as Russia and China pledge a deeper partnership", reject=ALL),
     Case("Russia threatens Moldova over Transnistria", reject=ALL),
+    # talks about another conflict, or other US-Russia business, are not the Ukraine talks
+    Case("Russia welcomes the Gaza ceasefire deal, says the war must end", reject=(DEAL,)),
+    Case("Lavrov and Rubio discuss the Middle East in a phone call", reject=(DEAL,)),
+    Case("Russia and the US hold talks in Istanbul on embassy operations", reject=(DEAL,)),
+    Case("Putin and Trump discuss Iran and Ukraine in a phone call", (DEAL,)),
     Case("Russia and Ukraine swap 300 prisoners of war each", reject=(DEAL, KYIV)),
     Case("Putin and Xi discuss gas pipeline in Beijing", reject=(DEAL, KYIV)),
     Case("Russian missile strike on Kyiv apartment block kills 12", reject=ALL),

@@ -51,6 +51,10 @@ class Theme:
     rules: tuple[Rule, ...]
     cues: dict[str, tuple[str, ...]]
     negatives: tuple[str, ...] = ()
+    # Terms that mark another subject (Gaza, Iran for a Ukraine theme): a veto like
+    # ``negatives``, except when one of the ``anchors`` groups is in the lead too.
+    off_topic: tuple[str, ...] = ()
+    anchors: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
     threshold: float = 0.5
     positive_examples: tuple[str, ...] = ()
@@ -189,11 +193,16 @@ def parse_catalog(data: dict[str, Any], path: Path) -> Catalog:
             rules=checker.rules(entry, where, known, required=True),
             cues=cues,
             negatives=checker.strings(entry, "negatives", where),
+            off_topic=checker.strings(entry, "off_topic", where),
+            anchors=checker.strings(entry, "anchors", where),
             keywords=checker.strings(entry, "keywords", where),
             threshold=checker.number(entry, "threshold", where, 0.5),
             positive_examples=checker.strings(entry, "positive_examples", where),
             negative_examples=checker.strings(entry, "negative_examples", where),
         )
+        for name in theme.anchors:
+            if name not in known:
+                checker.problems.append(f"{where}: field 'anchors' names unknown group {name!r}")
         if theme.threshold >= 1:
             checker.problems.append(f"{where}: field 'threshold' must be below 1")
         if not theme.keywords:

@@ -211,6 +211,8 @@ class _Compiled:
     id: str
     rules: tuple[tuple[Rule, tuple[str, ...]], ...]
     negative_key: str | None
+    off_topic_key: str | None
+    anchor_keys: frozenset[str]
     threshold: float
     relevant_keys: frozenset[str]
 
@@ -250,12 +252,21 @@ class Matcher:
             negative_key = prefix + "!negative"
             for term in entry.negatives:
                 self._index.add(term, negative_key)
+        off_topic_key = None
+        anchor_keys: frozenset[str] = frozenset()
+        if isinstance(entry, Theme) and entry.off_topic:
+            off_topic_key = prefix + "!off_topic"
+            for term in entry.off_topic:
+                self._index.add(term, off_topic_key)
+            anchor_keys = frozenset(prefix + g if g in cues else f"@{g}" for g in entry.anchors)
         rules = tuple(
             (rule, tuple(prefix + g if g in cues else f"@{g}" for g in rule.groups))
             for rule in entry.rules
         )
         relevant = frozenset(k for _, keys in rules for k in keys)
-        return _Compiled(entry.id, rules, negative_key, entry.threshold, relevant)
+        return _Compiled(
+            entry.id, rules, negative_key, off_topic_key, anchor_keys, entry.threshold, relevant
+        )
 
     # -- per item ---------------------------------------------------------------------------
 
@@ -332,6 +343,14 @@ class Matcher:
         if compiled.negative_key and compiled.negative_key in lead.groups:
             total = total * NEGATIVE_FACTOR - NEGATIVE_WEIGHT
             evidence.append("negative: " + lead.terms[compiled.negative_key])
+        elif (
+            compiled.off_topic_key
+            and compiled.off_topic_key in lead.groups
+            and not compiled.anchor_keys & lead.groups
+        ):
+            # Another subject (Gaza, Iran for a Ukraine theme) and no anchor of this one.
+            total = total * NEGATIVE_FACTOR - NEGATIVE_WEIGHT
+            evidence.append("off topic: " + lead.terms[compiled.off_topic_key])
         return total, evidence
 
     def match(self, item: Item) -> MatchResult:
