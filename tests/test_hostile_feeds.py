@@ -152,7 +152,7 @@ def server() -> Iterator[FeedServer]:
 
 def feed_rows(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
-        counts = dict(
+        counts: dict[int, int] = dict(
             conn.execute(select(entries.c.feed_id, func.count()).group_by(entries.c.feed_id)).all()
         )
         rows = conn.execute(select(feeds)).all()
