@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from bot import __version__
+from bot.commands.ssrf import Resolver, resolve_host
+from bot.feeds.guard import PUBLIC_ONLY, BlockedAddressError, PublicOnlyGuard
 from bot.feeds.records import CacheHints, Fetched, FetchFailed, FetchResult, NotModified
 from bot.feeds.schedule import parse_max_age, parse_retry_after
 from bot.settings import FetchSection
@@ -134,6 +136,7 @@ class Fetcher:
         *,
         contact: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolve: Resolver = resolve_host,
     ) -> None:
         self._settings = settings
         self._global = asyncio.Semaphore(settings.global_concurrency)
@@ -161,6 +164,8 @@ class Fetcher:
             },
             trust_env=False,
             transport=transport,
+            # Called on every hop: fetch(..., public_only=True) may reach public addresses only.
+            event_hooks={"request": [PublicOnlyGuard(resolve)]},
         )
 
     async def __aenter__(self) -> Fetcher:
@@ -193,8 +198,11 @@ class Fetcher:
         now: datetime,
         etag: str | None = None,
         last_modified: str | None = None,
+        public_only: bool = False,
     ) -> FetchResult:
-        """GET ``url`` conditionally; ``now`` is used to read date-valued hints."""
+        """GET ``url`` conditionally; ``now`` is used to read date-valued hints. With
+        ``public_only`` (feeds added by chat command) every hop must resolve to public
+        addresses only (:mod:`bot.feeds.guard`), else the fetch fails with kind ``blocked``."""
         headers = {}
         # Validators are echoed back as stored; one a server sent with non-ASCII bytes cannot go
         # in a header, so it is dropped (an unconditional GET) rather than failing the fetch.
@@ -205,11 +213,13 @@ class Fetcher:
         async with self._global, self._host_semaphore(url):
             try:
                 async with asyncio.timeout(self._settings.deadline.total_seconds()):
-                    return await self._get(url, headers, now)
+                    return await self._get(url, headers, now, public_only=public_only)
             except TimeoutError:
                 return FetchFailed(
                     "timeout", f"no complete answer within {self._settings.deadline}"
                 )
+            except BlockedAddressError as exc:
+                return FetchFailed("blocked", str(exc))
             except httpx.TooManyRedirects as exc:
                 return FetchFailed("redirect", f"too many redirects: {exc}")
             except httpx.UnsupportedProtocol as exc:
@@ -221,9 +231,14 @@ class Fetcher:
             except httpx.HTTPError as exc:
                 return FetchFailed("network", f"{type(exc).__name__}: {exc}".rstrip(": "))
 
-    async def _get(self, url: str, headers: dict[str, str], now: datetime) -> FetchResult:
+    async def _get(
+        self, url: str, headers: dict[str, str], now: datetime, *, public_only: bool
+    ) -> FetchResult:
         caps = self._settings
-        async with self._client.stream("GET", url, headers=headers) as response:
+        extensions = {PUBLIC_ONLY: True} if public_only else {}
+        async with self._client.stream(
+            "GET", url, headers=headers, extensions=extensions
+        ) as response:
             hints = _hints(response.headers, now)
             permanent = _permanent_url(url, response)
             status = response.status_code
