@@ -304,6 +304,24 @@ def record_not_modified_many(engine: Engine, records: Sequence[NotModifiedRecord
             _move_url(conn, record.feed_id, record.permanent_url)
 
 
+def record_not_modified(
+    engine: Engine,
+    feed_id: int,
+    *,
+    now: datetime,
+    status: int,
+    next_poll_at: datetime,
+    permanent_url: str | None,
+    etag: str | None,
+    last_modified: str | None,
+) -> None:
+    """One feed's :func:`record_not_modified_many`."""
+    record_not_modified_many(
+        engine,
+        [NotModifiedRecord(feed_id, now, status, next_poll_at, permanent_url, etag, last_modified)],
+    )
+
+
 def record_failure(
     engine: Engine,
     feed_id: int,
