@@ -376,3 +376,24 @@ async def test_sync_config_disables_removed_feeds_and_poll_due_respects_schedule
         result = await poller.sync_config(now)
     assert result.updated == 1
     assert feed_row(engine, server.url("b.xml")).enabled is True
+
+
+@pytest.mark.parametrize(("allow_private", "kind"), [(False, "blocked"), (True, None)])
+async def test_feeds_added_by_command_may_only_reach_public_addresses(
+    server: FeedServer, engine: Engine, database_url: str, allow_private: bool, kind: str | None
+) -> None:
+    now = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    server.put("desk.xml", rss(("a", "A", now)))
+    url = server.url("desk.xml")
+    with engine.begin() as conn:  # what the subscribe command stores
+        conn.execute(
+            feeds.insert().values(url=url, config_url=None, origin="command", created_at=now)
+        )
+    settings = make_settings(database_url, [], allow_private_addresses_from_commands=allow_private)
+    async with Poller(settings, engine) as poller:
+        summary = await poller.poll_all(now)
+    with engine.connect() as conn:
+        row = conn.execute(select(feeds).where(feeds.c.url == url)).one()
+    assert row.last_error_kind == kind
+    assert summary.failed == (1 if kind else 0)
+    assert len(server.requests) == (0 if kind else 1)

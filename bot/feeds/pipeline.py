@@ -267,7 +267,13 @@ class Poller:
         assert self._fetcher is not None
         try:
             result = await self._fetcher.fetch(
-                state.url, now=now, etag=state.etag, last_modified=state.last_modified
+                state.url,
+                now=now,
+                etag=state.etag,
+                last_modified=state.last_modified,
+                # Feeds added by chat command may only reach public addresses (SSRF guard).
+                public_only=state.origin == "command"
+                and not self._fetch.allow_private_addresses_from_commands,
             )
             if isinstance(result, FetchFailed):
                 await self._fail(state, now, result)

@@ -101,5 +101,6 @@ ERROR_KINDS = frozenset(
         "too_large",
         "rate_limited",
         "redirect",
+        "blocked",  # a command-added feed reached a private address (bot/feeds/guard.py)
     }
 )

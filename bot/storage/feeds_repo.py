@@ -55,6 +55,8 @@ class FeedState:
     consecutive_failures: int
     baseline_done: bool
     next_poll_at: datetime | None
+    origin: str = "config"
+    """'config' (feeds.toml) or 'command' (added by a chat command: fetched public-only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,7 @@ def _state(row: Any) -> FeedState:
         consecutive_failures=row.consecutive_failures,
         baseline_done=bool(row.baseline_done),
         next_poll_at=row.next_poll_at,
+        origin=row.origin,
     )
 
 

@@ -89,7 +89,8 @@ feeds = Table(
     Column("last_status", Integer, nullable=True),
     Column("consecutive_failures", Integer, nullable=False, server_default="0"),
     # 'gone' (404/410), 'parse', 'http' (other 4xx), 'server' (5xx), 'timeout', 'network',
-    # 'too_large', 'rate_limited', 'redirect'; NULL when the last poll succeeded.
+    # 'too_large', 'rate_limited', 'redirect', 'blocked' (a command-added feed reaching a private
+    # address); NULL when the last poll succeeded.
     Column("last_error_kind", String(32), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("baseline_done", Boolean, nullable=False, server_default="0"),
