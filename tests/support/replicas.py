@@ -18,7 +18,33 @@ from sqlalchemy import create_engine, select
 
 from bot.storage.schema import outbox
 
-PLACES = ["Oslo", "Lima", "Accra", "Quito", "Hanoi", "Perth", "Tunis", "Dakar", "Riga", "Sofia", "Minsk", "Baku", "Yerevan", "Tbilisi", "Astana", "Bishkek", "Dushanbe", "Ashgabat", "Tashkent", "Ulaanbaatar", "Colombo", "Dhaka", "Kathmandu", "Thimphu", "Male"]
+PLACES = [
+    "Oslo",
+    "Lima",
+    "Accra",
+    "Quito",
+    "Hanoi",
+    "Perth",
+    "Tunis",
+    "Dakar",
+    "Riga",
+    "Sofia",
+    "Minsk",
+    "Baku",
+    "Yerevan",
+    "Tbilisi",
+    "Astana",
+    "Bishkek",
+    "Dushanbe",
+    "Ashgabat",
+    "Tashkent",
+    "Ulaanbaatar",
+    "Colombo",
+    "Dhaka",
+    "Kathmandu",
+    "Thimphu",
+    "Male",
+]
 
 # Two stories the packaged themes are known to match, and one that matches nothing.
 _STORIES = (
@@ -39,8 +65,9 @@ QUIET_TITLE = "[Test sample] Town library in {place} extends opening hours"
 
 
 def item_marker(n: int) -> str:
-    """Words that only feed ``n``'s matching item carries (for ``n < len(PLACES)``)."""
-    return f"{PLACES[n % len(PLACES)]} {n}"
+    """Words that only feed ``n``'s items carry (``n`` below 10,000; fixed width, so no marker
+    is a prefix of another)."""
+    return f"{PLACES[n % len(PLACES)]} {n:04d}"
 
 
 def sample_rss(n: int, now: datetime, *, quiet: bool = True) -> bytes:
@@ -110,8 +137,8 @@ async def until(condition: Callable[[], bool], what: str, within: float) -> None
     log, requests on a fake server in another thread)."""
     try:
         async with asyncio.timeout(within):
-            while not condition():
-                await asyncio.sleep(0.05)  # polling state outside this process
+            while not condition():  # noqa: ASYNC110 - state in another process/thread
+                await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"timed out after {within:.0f} s waiting for {what}") from None
 
