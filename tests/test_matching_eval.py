@@ -78,7 +78,7 @@ def test_test_split_floor(test_split: SplitRun) -> None:
     report, baseline = test_split.report, test_split.baseline
     assert len(test_split.test) >= 300
     assert report.micro.precision >= 0.81, report.micro
-    assert report.micro.recall >= 0.76, report.micro
+    assert report.micro.recall >= 0.77, report.micro
     assert report.macro_f1 >= 0.76, report.macro_f1
     assert report.macro_f1 - baseline.macro_f1 >= 0.15
     assert report.micro.precision - baseline.micro.precision >= 0.5
@@ -100,7 +100,7 @@ def test_excerpts_show_their_theme_on_the_test_split(test_split: SplitRun) -> No
 @pytest.mark.shared
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="not met yet on the test split: micro P 0.84 / R 0.79 and macro-F1 0.78 against "
+    reason="not met yet on the test split: micro P 0.84 / R 0.80 and macro-F1 0.79 against "
     "0.90 / 0.80 / 0.80 (see eval/report.md)",
     strict=False,
 )
