@@ -119,6 +119,12 @@ CASES = [
     Case("US and Russian officials meet in Riyadh to discuss ending the war", (DEAL,)),
     Case("Ukraine agrees to the US ceasefire proposal after talks in Jeddah", (DEAL,)),
     Case("Army Secretary Driscoll arrives in Kyiv with the peace plan", (DEAL,)),
+    Case("Zelenskyy says Putin is not serious about peace", (DEAL,)),
+    Case("Dmitriev: Russia and the US discuss business ties after a peace deal", (DEAL,)),
+    Case("Ukraine talks continue in Geneva despite the Iran war", (DEAL,), (IRAN,)),
+    Case(
+        "With Russia grinding closer, Ukrainians weigh the cost of land for peace", reject=(DEAL,)
+    ),
     Case("Witkoff meets Iran's foreign minister in Oman for nuclear talks", reject=(DEAL, KYIV)),
     Case("Modi to meet Putin in Moscow next month", reject=ALL),
     Case("Putin meets Xi as Russia and China pledge a deeper partnership", reject=ALL),
