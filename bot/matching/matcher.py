@@ -12,12 +12,17 @@ How it decides (the catalog in ``themes.toml`` holds the words; this module hold
    the lead, or inside one body sentence. A lead hit counts its full weight; body hits count
    ``BODY_SHARE`` per sentence up to the full weight, and the body adds at most
    ``BODY_SENTENCE_CAP`` per distinct sentence, so one passing mention deep in an article is not
-   enough. Distinct rules add up to at most ``MAX_EVIDENCE``; a negative cue in the lead (a side
-   story: markets, reactions, sport) halves the total and takes ``NEGATIVE_WEIGHT`` more,
-   which keeps the theme below the default threshold: a veto.
+   enough. An item with nothing but a title counts its substantive title rules (weight at
+   least ``TITLE_BOOST_MIN_WEIGHT``) ``TITLE_ONLY_FACTOR`` times: the headline is all the
+   evidence it has. Distinct rules add up to at most ``MAX_EVIDENCE``; a negative cue in the
+   lead (a side story: markets, reactions, sport) halves the total and takes
+   ``NEGATIVE_WEIGHT`` more, which keeps the theme below the default threshold: a veto. An
+   off-topic cue (talks on Gaza for the Ukraine theme) does the same unless one of the theme's
+   anchor groups is in the lead as well.
 4. The evidence total becomes a score in [0, 1] by ``1 / (1 + exp(-4 * (evidence - 1)))``; a
    theme matches at its threshold (0.5 by default, i.e. evidence 1).
-5. Claims are checked only for themes that matched, by the claim's own rules.
+5. Claims are checked only for themes that matched, by the claim's own rules, and score at
+   most their best theme's score.
 
 ``Matcher.match`` is pure and thread-safe: the compiled tables are built once and only read.
 """
