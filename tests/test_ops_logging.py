@@ -52,7 +52,7 @@ def server() -> Iterator[str]:
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "apscheduler")}
     yield
     for handler in root.handlers:
         if handler not in handlers:
@@ -190,3 +190,41 @@ def test_database_password_is_redacted(tmp_path: Path) -> None:
     output = stream.getvalue()
     assert "pg-Secret-Pass" not in output
     assert "postgresql://bot:***@db:5432/counterparty" in output
+
+
+def _settings_at(tmp_path: Path, level: str) -> Settings:
+    config = tmp_path / "feeds.toml"
+    config.write_text(f'[bot]\nlog_level = "{level}"\n', encoding="utf-8")
+    return load_settings(config, environ={})
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_scheduler_job_runs_are_quiet_unless_debug(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    setup_logging(_settings_at(tmp_path, "INFO"), stream=stream)
+    scheduler_log = logging.getLogger("apscheduler.executors.default")
+    scheduler_log.info('Running job "poll" (scheduled at ...)')
+    scheduler_log.warning("Run time of job was missed")
+    assert "Running job" not in stream.getvalue()
+    assert "was missed" in stream.getvalue()
+
+    debug_stream = io.StringIO()
+    setup_logging(_settings_at(tmp_path, "DEBUG"), stream=debug_stream)
+    scheduler_log.info('Running job "poll" (scheduled at ...)')
+    assert "Running job" in debug_stream.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_alembic_start_up_noise_is_dropped_but_upgrades_show(
+    tmp_path: Path, database_url: str
+) -> None:
+    from bot.storage.db import open_database
+
+    stream = io.StringIO()
+    setup_logging(_settings_at(tmp_path, "INFO"), stream=stream)
+    engine = open_database(database_url)
+    engine.dispose()
+    output = stream.getvalue()
+    assert "Running upgrade" in output
+    assert "Context impl" not in output
+    assert "Will assume" not in output

@@ -8,6 +8,10 @@ password are replaced by ``***`` in the message, its arguments, the traceback an
 httpx and httpcore are turned down to WARNING because their INFO/DEBUG lines print request URLs,
 and Telegram's Bot API puts the token in every URL (``/bot<TOKEN>/sendMessage``). The filter
 would redact those too; quieting them keeps the log readable as well as safe.
+
+APScheduler logs every job run at INFO (the poll tick runs every few seconds), so its loggers
+are set to WARNING unless the level is DEBUG. Alembic's "Context impl ..." and "Will assume ..."
+lines at every start are dropped; its "Running upgrade ..." lines stay.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from bot.settings import Settings
 
 REDACTED = "***"
 _NOISY_LOGGERS = ("httpx", "httpcore", "hpack", "urllib3")
+_SCHEDULER_LOGGER = "apscheduler"
+_ALEMBIC_LOGGER = "alembic.runtime.migration"
+_ALEMBIC_NOISE = ("Context impl ", "Will assume ")
 _WEBHOOK_TOKEN = re.compile(r"(/api/webhooks/\d+/)[A-Za-z0-9._\-]+")
 _HANDLER_MARK = "_counterparty_handler"
 
@@ -75,6 +82,13 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self._redact(record.stack_info)
         return True
+
+
+class AlembicNoiseFilter(logging.Filter):
+    """Drops alembic's per-start "Context impl"/"Will assume" lines, keeps the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(_ALEMBIC_NOISE))
 
 
 class JsonFormatter(logging.Formatter):
@@ -126,6 +140,12 @@ def setup_logging(settings: Settings, *, stream: IO[str] | None = None) -> loggi
     root.setLevel(bot.log_level)
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # At DEBUG the job runs are wanted; otherwise only the scheduler's warnings and errors.
+    scheduler_level = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    logging.getLogger(_SCHEDULER_LOGGER).setLevel(scheduler_level)
+    alembic = logging.getLogger(_ALEMBIC_LOGGER)
+    if not any(isinstance(f, AlembicNoiseFilter) for f in alembic.filters):
+        alembic.addFilter(AlembicNoiseFilter())
     return handler
 
 
