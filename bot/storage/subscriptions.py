@@ -216,6 +216,27 @@ def remove(conn: Connection, platform: str, target: str) -> bool:
     return bool(result.rowcount)
 
 
+def record_chat_migration(
+    conn: Connection, platform: str, old_target: str, new_target: str
+) -> None:
+    """A chat changed its id (a Telegram group became a supergroup): move its subscription and
+    its undelivered (pending or held) outbox rows to ``new_target``."""
+    conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.platform == platform, subscriptions.c.target == old_target)
+        .values(target=new_target)
+    )
+    conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.platform == platform,
+            outbox.c.target == old_target,
+            outbox.c.status.in_(["pending", "held"]),
+        )
+        .values(target=new_target)
+    )
+
+
 def pause(conn: Connection, subscription_id: int, reason: str) -> None:
     """Pause delivery with a reason users see in ``/status``; pending posts are held, not lost."""
     conn.execute(

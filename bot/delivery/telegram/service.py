@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import SecretStr
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from telegram import BotCommand, InlineKeyboardMarkup, LinkPreviewOptions, Update
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import InvalidToken, TelegramError
@@ -67,7 +67,7 @@ from bot.delivery.telegram.render import TelegramMessage, TelegramRenderer
 from bot.delivery.telegram.sender import PLATFORM, TelegramSender
 from bot.matching.catalog import Catalog
 from bot.settings import Settings, TelegramSection
-from bot.storage.schema import outbox, subscriptions
+from bot.storage import subscriptions as subs_repo
 
 log = logging.getLogger(__name__)
 
@@ -423,25 +423,6 @@ class TelegramCommands:
 # Chat migration
 
 
-def record_chat_migration(engine: Engine, old_target: str, new_target: str) -> None:
-    """A group became a supergroup: move its subscription and undelivered posts to the new id."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(subscriptions)
-            .where(subscriptions.c.platform == PLATFORM, subscriptions.c.target == old_target)
-            .values(target=new_target)
-        )
-        conn.execute(
-            update(outbox)
-            .where(
-                outbox.c.platform == PLATFORM,
-                outbox.c.target == old_target,
-                outbox.c.status.in_(["pending", "held"]),
-            )
-            .values(target=new_target)
-        )
-
-
 # ---------------------------------------------------------------------------------------------
 # The service
 
@@ -520,7 +501,11 @@ class TelegramService:
         return self._receiving
 
     async def _chat_migrated(self, old_target: str, new_target: str) -> None:
-        await asyncio.to_thread(record_chat_migration, self._engine, old_target, new_target)
+        def record() -> None:
+            with self._engine.begin() as conn:
+                subs_repo.record_chat_migration(conn, PLATFORM, old_target, new_target)
+
+        await asyncio.to_thread(record)
 
     async def start(self) -> None:
         """Check the token, register the commands, start receiving updates (if this process
