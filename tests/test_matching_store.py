@@ -11,6 +11,7 @@ from sqlalchemy import Engine, insert, select, update
 from bot.matching.catalog import load_catalog
 from bot.matching.matcher import Matcher
 from bot.matching.store import match_pending
+from bot.ops import metrics
 from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds, matches
 
@@ -111,21 +112,68 @@ def test_match_pending_is_idempotent_and_replaces_rows_when_content_changes(
     assert [r[1] for r in rows_for(engine, entry) if r[0] == "theme"] == ["putin-deal"]
 
 
-def test_match_pending_respects_the_limit_and_takes_oldest_first(engine: Engine) -> None:
-    feed = add_feed(engine)
-    ids = [add_entry(engine, feed, f"k{n}", f"Item number {n}") for n in range(5)]
-    assert match_pending(engine, MATCHER, now=T0, limit=2) == 2
+def _matched_ids(engine: Engine) -> list[int]:
     with engine.connect() as conn:
-        done = (
+        return list(
             conn.execute(
                 select(entries.c.id).where(entries.c.matched_at.is_not(None)).order_by(entries.c.id)
             )
             .scalars()
             .all()
         )
-    assert done == ids[:2]
+
+
+def test_match_pending_respects_the_limit_and_takes_announced_newest_first(
+    engine: Engine,
+) -> None:
+    feed = add_feed(engine)
+    # A backlog of baseline entries (never announced), stored first...
+    baseline = [add_entry(engine, feed, f"b{n}", f"Old item {n}") for n in range(4)]
+    with engine.begin() as conn:
+        conn.execute(update(entries).where(entries.c.id.in_(baseline)).values(announce=False))
+    # ...then three announced ones: published an hour ago, just now, and without a date
+    # (first seen at T0 + 30 min).
+    older = add_entry(engine, feed, "n-old", "New item, older")
+    newest = add_entry(engine, feed, "n-new", "New item, newest")
+    undated = add_entry(engine, feed, "n-undated", "New item, undated")
+    with engine.begin() as conn:
+        for entry_id, published in ((older, T0 - timedelta(hours=1)), (newest, T0)):
+            conn.execute(
+                update(entries).where(entries.c.id == entry_id).values(published_at=published)
+            )
+        conn.execute(
+            update(entries)
+            .where(entries.c.id == undated)
+            .values(first_seen_at=T0 - timedelta(minutes=30))
+        )
+
+    assert match_pending(engine, MATCHER, now=T0, limit=1) == 1
+    assert _matched_ids(engine) == [newest]
+    assert match_pending(engine, MATCHER, now=T0, limit=1) == 1
+    assert _matched_ids(engine) == sorted([newest, undated])
+    assert match_pending(engine, MATCHER, now=T0, limit=2) == 2
+    assert _matched_ids(engine) == sorted([newest, undated, older, baseline[-1]])
     assert match_pending(engine, MATCHER, now=T0, limit=10) == 3
     assert match_pending(engine, MATCHER, now=T0) == 0
+
+
+def _matched_count(theme: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("counterparty_items_matched_total", {"theme": theme})
+    return value or 0.0
+
+
+def test_match_pending_counts_matches_per_theme_in_the_metrics(engine: Engine) -> None:
+    feed = add_feed(engine)
+    title = "Putin says Russia is ready for talks to end the war in Ukraine"
+    add_entry(engine, feed, "m1", title)
+    add_entry(engine, feed, "m2", title + " again")
+    add_entry(engine, feed, "m3", "Local bakery wins national bread prize")
+    before = _matched_count("putin-deal")
+    assert match_pending(engine, MATCHER, now=T0) == 3
+    assert _matched_count("putin-deal") == before + 2
+    # A second run matches nothing and counts nothing.
+    assert match_pending(engine, MATCHER, now=T0) == 0
+    assert _matched_count("putin-deal") == before + 2
 
 
 def test_match_pending_refuses_a_naive_now(engine: Engine) -> None:

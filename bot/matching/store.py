@@ -7,16 +7,23 @@ matched entries are not selected again, and an entry's rows are replaced, never 
 
 An entry changed by the poller after it was read (its ``updated_at`` moved on) is left alone
 for the next run, so a match never describes content it did not see.
+
+Order: entries to announce come first, newest first (by publication time, or first sight when
+the feed gives none). A first start can store thousands of baseline entries (``announce``
+false) beside a few new ones; the new ones are what subscribers wait for, so they must not
+queue behind the backlog.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from bot.matching.matcher import Matcher
 from bot.matching.records import Item, MatchResult
+from bot.ops import metrics
 from bot.storage.schema import entries, feeds, matches
 
 
@@ -50,7 +57,8 @@ def match_rows(entry_id: int, result: MatchResult, now: datetime) -> list[dict[s
 
 
 def match_pending(engine: Engine, matcher: Matcher, *, now: datetime, limit: int = 500) -> int:
-    """Match up to ``limit`` unmatched entries (oldest first); return how many were matched."""
+    """Match up to ``limit`` unmatched entries (announced first, newest first); return how many
+    were matched."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     query = (
@@ -66,7 +74,11 @@ def match_pending(engine: Engine, matcher: Matcher, *, now: datetime, limit: int
         )
         .join(feeds, feeds.c.id == entries.c.feed_id)
         .where(entries.c.matched_at.is_(None))
-        .order_by(entries.c.id)
+        .order_by(
+            entries.c.announce.desc(),
+            func.coalesce(entries.c.published_at, entries.c.first_seen_at).desc(),
+            entries.c.id.desc(),
+        )
         .limit(limit)
     )
     with engine.connect() as conn:
@@ -91,6 +103,7 @@ def match_pending(engine: Engine, matcher: Matcher, *, now: datetime, limit: int
         for row in pending
     ]
     matched = 0
+    themes: Counter[str] = Counter()
     with engine.begin() as conn:
         for row, result in results:
             stamped = conn.execute(
@@ -111,4 +124,7 @@ def match_pending(engine: Engine, matcher: Matcher, *, now: datetime, limit: int
             if rows:
                 conn.execute(insert(matches), rows)
             matched += 1
+            themes.update(m.theme_id for m in result.themes)
+    for theme_id, count in themes.items():  # after the commit: only what was stored
+        metrics.item_matched(theme_id, count)
     return matched
