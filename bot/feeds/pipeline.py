@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import hashlib
 import logging
 import multiprocessing
@@ -170,6 +171,11 @@ class Poller:
         # Start the workers now, in a thread: starting processes blocks, and the event loop must
         # not wait for it (the first parse would otherwise stall the loop for a few 100 ms).
         await asyncio.to_thread(self._start_workers, self._pool)
+        # What is alive after start-up (modules, settings, engine, schema) lives as long as the
+        # process. Freezing it keeps the garbage collector's full collections from walking it
+        # again and again during polls: those walks were the event loop's longest stalls.
+        gc.collect()
+        gc.freeze()
         return self
 
     async def __aexit__(
