@@ -73,6 +73,26 @@ def test_single_item_digest_matches_golden() -> None:
     check_golden("console_single.txt", payload["text"])
 
 
+def test_excerpt_is_a_block_without_added_quote_marks() -> None:
+    """An excerpt is not necessarily a quotation: the console adds no quote marks, and keeps
+    the ones an excerpt has of its own."""
+    plain = "An invented sentence that nobody said."
+    quoted = "“We will never agree,” an invented minister said."
+    result = compose(
+        [match(1, excerpt=plain), match(2, excerpt=quoted, hours_ago=2)],
+        catalog=CATALOG,
+        now=NOW,
+        max_items=5,
+    )
+    assert result.digest is not None
+    (payload,) = ConsoleRenderer().render(result.digest)
+    text = str(payload["text"])
+    assert f"    > {plain}\n" in text
+    assert f"    > {quoted}\n" in text
+    assert text.count("“") == 1
+    assert text.count("”") == 1
+
+
 def _message(payload: dict[str, object]) -> OutboxMessage:
     return OutboxMessage(
         id=1,

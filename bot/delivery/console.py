@@ -51,7 +51,7 @@ def render_entry(entry: DigestEntry) -> list[str]:
     if entry.link:
         lines.append(f"    {entry.link}")
     if entry.excerpt:
-        lines.extend(_wrap(f"“{entry.excerpt}”", "    > "))
+        lines.extend(_wrap(entry.excerpt, "    > "))
     tags = [*entry.theme_ids, *(f"claim:{c}" for c in entry.claim_ids)]
     lines.append(f"    [{', '.join(tags)}]  score {entry.score:.2f}")
     if entry.also_reported:
@@ -149,5 +149,5 @@ def render_claim(claim: ClaimInfo, recent: Sequence[MatchedItem]) -> str:
             if item.link:
                 lines.append(f"    {item.link}")
             if item.excerpt:
-                lines.extend(_wrap(f"“{item.excerpt}”", "    > "))
+                lines.extend(_wrap(item.excerpt, "    > "))
     return "\n".join(lines).rstrip() + "\n"
