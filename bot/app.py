@@ -53,7 +53,7 @@ from bot.delivery.platform import PlatformService, Renderer, by_platform
 from bot.delivery.records import Sender
 from bot.digest.service import run_due_digests
 from bot.matching.catalog import Catalog, load_catalog
-from bot.ops.leader import LeaderLock
+from bot.ops.leader import LeaderLock, exclusive_section
 from bot.settings import Settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
@@ -242,6 +242,8 @@ class App:
     # -- life cycle -----------------------------------------------------------------------------
     def sync_subscriptions(self) -> None:
         with self.engine.begin() as conn:
+            # Replicas starting together would otherwise insert the same subscriptions.
+            exclusive_section(conn, "config-sync:subscriptions")
             subs_repo.sync_from_config(conn, self.settings.subscriptions, now=utcnow())
             now = utcnow()
             subs_repo.ensure_console(

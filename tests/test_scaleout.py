@@ -177,6 +177,33 @@ def test_postgres_feed_claims_from_many_threads_never_overlap(postgres_url: str)
         engine.dispose()
 
 
+def test_replicas_syncing_the_config_at_once_insert_each_feed_once(database_url: str) -> None:
+    """Replicas starting together all sync ``[[feeds]]``; none may fail on a duplicate URL."""
+    engine = open_database(database_url)
+    now = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    configured = [ConfiguredFeed(f"http://127.0.0.1:9/s{n}.xml", None, None) for n in range(50)]
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def replica() -> None:
+        start.wait()
+        try:
+            feeds_repo.sync_config_feeds(engine, configured, now)
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        assert len(feeds_repo.list_feed_health(engine)) == 50
+    finally:
+        engine.dispose()
+
+
 def test_feed_fetched_by_another_poller_meanwhile_is_not_claimed_again(engine: Engine) -> None:
     """A poller whose candidate list went stale (another poller fetched the feed in between)
     must not fetch it again in the same interval."""

@@ -43,6 +43,21 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def exclusive_section(conn: Connection, name: str) -> None:
+    """Make the caller's transaction the only one doing ``name`` (e.g. the start-up sync of the
+    config file) until it ends, so replicas starting together do not insert the same rows.
+
+    PostgreSQL: a transaction-level advisory lock (``pg_advisory_xact_lock``, released at commit
+    or rollback). SQLite: a write that changes nothing, which takes the database's write lock
+    before the transaction reads anything (the busy timeout then applies to a waiting process)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
+    else:
+        conn.execute(
+            update(heartbeats).where(heartbeats.c.name == "").values(owner=heartbeats.c.owner)
+        )
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Text, and_, bindparam, func, or_, sel
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.feeds.records import ParsedEntry, ParsedFeed
+from bot.ops.leader import exclusive_section
 from bot.storage.schema import UtcDateTime, entries, feeds
 
 _IN_CHUNK = 500
@@ -98,8 +99,10 @@ def sync_config_feeds(
     """Upsert configured feeds; disable ``origin='config'`` feeds no longer configured."""
     added = changed = 0
     with engine.begin() as conn:
-        # Start with a write (see the module docstring), touching nothing.
+        # Start with a write (see the module docstring), touching nothing; on PostgreSQL also
+        # wait for any other replica syncing the same config (it would insert the same URLs).
         conn.execute(update(feeds).where(feeds.c.id == -1).values(enabled=True))
+        exclusive_section(conn, "config-sync:feeds")
         rows = conn.execute(select(feeds.c.id, feeds.c.url, feeds.c.config_url)).all()
         by_url: dict[str, int] = {}
         for row in rows:
