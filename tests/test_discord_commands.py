@@ -33,6 +33,9 @@ from tests.support.fake_discord import APP_ID, FakeDiscord, Recorded, user_paylo
 GUILD = "700000000000000001"
 CHANNEL = "700000000000000002"
 MANAGE_GUILD = str(1 << 5)
+ADMINISTRATOR = str(1 << 3)
+MANAGE_CHANNELS = str(1 << 4)
+DM_CHANNEL = "700000000000000003"
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
 EPHEMERAL = 64
 _ids = itertools.count(800_000_000_000_000_001)
@@ -222,7 +225,9 @@ async def test_subscribe_defers_then_confirms_and_stores(
     fake: FakeDiscord, service: DiscordService, engine: Engine
 ) -> None:
     payload = interaction(
-        "subscribe", [option("themes", "putin-deal, energy-windfall"), option("cadence", "6h")]
+        "subscribe",
+        [option("themes", "putin-deal, energy-windfall"), option("cadence", "6h")],
+        permissions=MANAGE_GUILD,
     )
     callback, [follow_up] = await invoke(fake, payload, follow_ups=1)
     assert callback.body == {"type": 5}
@@ -242,13 +247,87 @@ async def test_subscribe_defers_then_confirms_and_stores(
 async def test_bad_arguments_get_a_clear_sentence(
     fake: FakeDiscord, service: DiscordService, engine: Engine
 ) -> None:
-    payload = interaction("subscribe", [option("themes", "putin-dea")])
+    payload = interaction("subscribe", [option("themes", "putin-dea")], permissions=MANAGE_GUILD)
     _, [follow_up] = await invoke(fake, payload, follow_ups=1)
     text = text_of(follow_up.body)
     assert "Cannot do that" in text
     assert "Did you mean putin-deal?" in text
     with engine.connect() as conn:
         assert subs_repo.find(conn, "discord", CHANNEL) is None
+
+
+def private_interaction(
+    name: str, options: list[dict[str, Any]] | None = None, *, group: bool = False
+) -> dict[str, Any]:
+    """An interaction outside a server: the user's DM with the bot, or a group conversation
+    (where a user-installed app can run)."""
+    payload = interaction(name, options)
+    for key in ("guild_id", "member", "guild_locale"):
+        del payload[key]
+    payload["user"] = user_payload(600000000000000001, "reader")
+    payload["channel_id"] = DM_CHANNEL
+    payload["channel"] = {"id": DM_CHANNEL, "type": 3 if group else 1, "recipients": []}
+    payload["authorizing_integration_owners"] = {"1": "600000000000000001"}
+    payload["context"] = 2 if group else 1
+    return payload
+
+
+@pytest.mark.parametrize("permissions", ["0", MANAGE_CHANNELS])
+async def test_subscribe_is_refused_without_manage_server(
+    fake: FakeDiscord, service: DiscordService, engine: Engine, permissions: str
+) -> None:
+    # Manage Channels is what the command's default permission asks for; it is not enough.
+    payload = interaction("subscribe", [option("themes", "putin-deal")], permissions=permissions)
+    callback, _ = await invoke(fake, payload)
+    assert callback.body["type"] == 4
+    assert callback.body["data"]["flags"] & EPHEMERAL
+    assert "Manage Server permission" in text_of(callback.body)
+    with engine.connect() as conn:
+        assert subs_repo.find(conn, "discord", CHANNEL) is None
+
+
+async def test_unsubscribe_needs_manage_server_or_administrator(
+    fake: FakeDiscord, service: DiscordService, engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        subs_repo.upsert(
+            conn, platform="discord", target=CHANNEL, now=datetime.now(UTC), guild_id=GUILD
+        )
+    callback, _ = await invoke(fake, interaction("unsubscribe"))
+    assert "Manage Server permission" in text_of(callback.body)
+    with engine.connect() as conn:
+        assert subs_repo.find(conn, "discord", CHANNEL) is not None
+
+    admin = interaction("unsubscribe", permissions=ADMINISTRATOR)
+    _, [done] = await invoke(fake, admin, follow_ups=1)
+    assert "Unsubscribed" in text_of(done.body)
+    with engine.connect() as conn:
+        assert subs_repo.find(conn, "discord", CHANNEL) is None
+
+
+async def test_subscribe_in_the_users_own_dm_is_allowed(
+    fake: FakeDiscord, service: DiscordService, engine: Engine
+) -> None:
+    _, [follow_up] = await invoke(
+        fake, private_interaction("subscribe", [option("themes", "putin-deal")]), follow_ups=1
+    )
+    assert "Subscribed" in text_of(follow_up.body)
+    with engine.connect() as conn:
+        sub = subs_repo.find(conn, "discord", DM_CHANNEL)
+    assert sub is not None
+    assert sub.guild_id is None
+
+    _, [gone] = await invoke(fake, private_interaction("unsubscribe"), follow_ups=1)
+    assert "Unsubscribed" in text_of(gone.body)
+
+
+async def test_subscribe_in_a_group_conversation_is_refused(
+    fake: FakeDiscord, service: DiscordService, engine: Engine
+) -> None:
+    callback, _ = await invoke(fake, private_interaction("subscribe", group=True))
+    assert "not in a group conversation" in text_of(callback.body)
+    with engine.connect() as conn:
+        assert subs_repo.find(conn, "discord", DM_CHANNEL) is None
 
 
 async def test_claim_autocomplete_offers_ids_and_titles(

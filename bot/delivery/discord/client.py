@@ -9,6 +9,9 @@ catalog are sent at once. Every message goes out with ``AllowedMentions.none()``
 The client asks for no privileged intent (slash commands need none). ``/feeds add`` and
 ``/feeds remove`` need the Manage Server permission: Discord hides nothing for them, so the
 check runs here (``app_commands.checks.has_permissions``) and again in the core.
+``/subscribe`` and ``/unsubscribe`` in a server need Manage Server too (or Administrator),
+checked here: their default permission only hides them, and a server's admins can change that
+per role or channel. In a DM with the bot the user changes their own conversation: allowed.
 """
 
 from __future__ import annotations
@@ -42,6 +45,33 @@ def caller_of(interaction: discord.Interaction[Any]) -> Caller:
         user_id=str(interaction.user.id),
         guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
         can_manage=interaction.permissions.manage_guild or interaction.permissions.administrator,
+    )
+
+
+class SubscriptionChangeRefused(app_commands.CheckFailure):
+    """The user may not change the subscription where they ran the command."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def may_change_subscription(interaction: discord.Interaction[Any]) -> bool:
+    """The server-side check of ``/subscribe`` and ``/unsubscribe``: in a server the user needs
+    Manage Server (or Administrator); outside a server only their own DM with the bot counts.
+    Raises :class:`SubscriptionChangeRefused` with the sentence to show."""
+    if interaction.guild_id is None:
+        if interaction.context.dm_channel or isinstance(interaction.channel, discord.DMChannel):
+            return True
+        raise SubscriptionChangeRefused(
+            "Subscriptions can be changed in a server channel or in a direct message with the "
+            "bot, not in a group conversation."
+        )
+    permissions = interaction.permissions
+    if permissions.manage_guild or permissions.administrator:
+        return True
+    raise SubscriptionChangeRefused(
+        "You need the Manage Server permission to change this channel's subscription."
     )
 
 
@@ -92,7 +122,9 @@ class CommandTree(app_commands.CommandTree[Any]):
     async def on_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
-        if isinstance(error, app_commands.MissingPermissions):
+        if isinstance(error, SubscriptionChangeRefused):
+            text = error.message
+        elif isinstance(error, app_commands.MissingPermissions):
             text = "You need the Manage Server permission to add or remove feeds."
         elif isinstance(error, app_commands.NoPrivateMessage):
             text = "This command works in a server channel only."
@@ -137,6 +169,7 @@ def add_commands(tree: app_commands.CommandTree[Any], core: CommandCore) -> None
         max_items="At most this many items per digest (1-100, default 10)",
     )
     @app_commands.default_permissions(manage_channels=True)
+    @app_commands.check(may_change_subscription)
     @app_commands.autocomplete(themes=theme_autocomplete)
     async def subscribe(
         interaction: discord.Interaction[Any],
@@ -161,6 +194,7 @@ def add_commands(tree: app_commands.CommandTree[Any], core: CommandCore) -> None
 
     @tree.command(name="unsubscribe", description="Stop posting digests here.")
     @app_commands.default_permissions(manage_channels=True)
+    @app_commands.check(may_change_subscription)
     async def unsubscribe(interaction: discord.Interaction[Any]) -> None:
         caller = caller_of(interaction)
         await answer(interaction, lambda: core.unsubscribe(caller))
