@@ -293,8 +293,7 @@ async def test_three_replicas_share_the_work_once_and_hand_over_the_gateway(
         COUNTERPARTY_DISCORD_API_BASE=fake.api_base,
         COUNTERPARTY_DISCORD_GATEWAY=fake.gateway_url,
     )
-    # Migrate once first, as an operator's deploy step would (replicas then start together).
-    open_database(postgres_url).dispose()
+    # No migration beforehand: the replicas start together on an empty database.
     logs = [tmp_path / f"replica-{n}.log" for n in range(3)]
     processes = [await start_run(tmp_path, config, postgres_url, env, log) for log in logs]
     try:

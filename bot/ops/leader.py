@@ -48,14 +48,11 @@ def exclusive_section(conn: Connection, name: str) -> None:
     config file) until it ends, so replicas starting together do not insert the same rows.
 
     PostgreSQL: a transaction-level advisory lock (``pg_advisory_xact_lock``, released at commit
-    or rollback). SQLite: a write that changes nothing, which takes the database's write lock
-    before the transaction reads anything (the busy timeout then applies to a waiting process)."""
+    or rollback). SQLite: nothing here; SQLite has one writer at a time, and a caller that reads
+    before writing starts its transaction with a write (see ``bot.storage.feeds_repo``). It must
+    work before the first migration, so it touches no table."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
-    else:
-        conn.execute(
-            update(heartbeats).where(heartbeats.c.name == "").values(owner=heartbeats.c.owner)
-        )
 
 
 def _utcnow() -> datetime:

@@ -16,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bot.ops.leader import exclusive_section
+
 MIGRATIONS = "bot.storage:migrations"
 
 
@@ -71,6 +73,8 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to call on every start-up."""
     with engine.begin() as connection:
+        # Replicas starting together: one migrates, the others wait and then find it done.
+        exclusive_section(connection, "migrate")
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -14,7 +14,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, inspect, select
 
 from bot.storage.schema import outbox
 
@@ -144,9 +144,12 @@ async def until(condition: Callable[[], bool], what: str, within: float) -> None
 
 
 def outbox_rows(db_url: str) -> list[Any]:
+    """Every outbox row; none while the bot has not created its tables yet."""
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
+            if not inspect(conn).has_table(outbox.name):
+                return []
             return list(conn.execute(select(outbox)).all())
     finally:
         engine.dispose()
