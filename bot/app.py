@@ -39,25 +39,28 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.delivery.console import ConsoleRenderer, ConsoleSender
-from bot.delivery.outbox import DeliveryPolicy, Outbox
+from bot.delivery.outbox import DeliveryPolicy, Outbox, pending_depth
 from bot.delivery.platform import PlatformService, Renderer, by_platform
 from bot.delivery.records import Sender
 from bot.digest.service import run_due_digests
 from bot.matching.catalog import Catalog, load_catalog
+from bot.ops import metrics
 from bot.ops.leader import LeaderLock, exclusive_section
 from bot.settings import Settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
-from bot.storage.schema import outbox
+from bot.storage.schema import feeds, outbox, subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,57 @@ def housekeeping(engine: Engine, *, now: datetime, keep: timedelta = KEEP_DELIVE
             )
         )
     return int(result.rowcount or 0)
+
+
+# How the start-up message names each platform's subscriptions.
+PLATFORM_LABELS = {
+    "discord": "Discord",
+    "discord-webhook": "Discord webhooks",
+    "telegram": "Telegram",
+}
+
+
+def redacted_url(url: str) -> str:
+    """The database URL as it may be shown: the password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable database URL)"
+
+
+def startup_message(
+    *, feed_count: int, database_url: str, subscriptions: Mapping[str, int], console: bool
+) -> str:
+    """The two lines ``counterparty run`` logs once it is running, for someone new to it:
+    what it polls, where it stores, where digests go, how to stop it."""
+    if console:
+        where = "digests are printed here (no Discord or Telegram token is set)"
+    else:
+        parts = [
+            f"{PLATFORM_LABELS[platform]} ({count} subscription{'' if count == 1 else 's'})"
+            for platform, count in sorted(subscriptions.items())
+            if platform in PLATFORM_LABELS
+        ]
+        where = "digests go to " + (", ".join(parts) or "no subscription yet")
+    feeds_text = f"{feed_count} feed{'' if feed_count == 1 else 's'}"
+    return (
+        f"counterparty is running: polling {feeds_text}, database {redacted_url(database_url)};"
+        f" {where}.\nPress Ctrl-C (or send SIGTERM) to stop."
+    )
+
+
+def count_for_startup(engine: Engine) -> tuple[int, dict[str, int]]:
+    """Enabled feeds, and active (unpaused) subscriptions per platform."""
+    with engine.connect() as conn:
+        feed_count = conn.execute(
+            select(func.count()).select_from(feeds).where(feeds.c.enabled.is_(True))
+        ).scalar_one()
+        rows = conn.execute(
+            select(subscriptions.c.platform, func.count())
+            .where(subscriptions.c.paused.is_(False))
+            .group_by(subscriptions.c.platform)
+        ).all()
+    return int(feed_count), {str(platform): int(count) for platform, count in rows}
 
 
 def build_platform_services(
@@ -220,6 +274,7 @@ class App:
 
     async def drain(self) -> None:
         summary = await self._step("drain", lambda: self.outbox.drain(now=utcnow()))
+        metrics.set_outbox_depth(await asyncio.to_thread(pending_depth, self.engine))
         if summary.sent or summary.failed or summary.paused:
             log.info(
                 "delivery: %d sent, %d retried, %d paused, %d failed",
@@ -259,9 +314,9 @@ class App:
             ("housekeeping", self.housekeeping, HOUSEKEEPING_EVERY),
             ("heartbeat", self.heartbeat, HEARTBEAT_EVERY),
         ]
-        for name, func, every in jobs:
+        for name, work, every in jobs:
             scheduler.add_job(
-                _logged(name, func),
+                _logged(name, work),
                 "interval",
                 seconds=every.total_seconds(),
                 id=name,
@@ -274,6 +329,18 @@ class App:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, run until ``stop`` is set, then stop everything."""
+        # Raises OSError when the address is taken: a clear start-up failure, not a silent one.
+        metrics_server = await asyncio.to_thread(metrics.serve, self.settings)
+        if metrics_server is not None:
+            host = self.settings.file.metrics.host
+            log.info("metrics at http://%s:%d/metrics", host, metrics_server.port)
+        try:
+            await self._run(stop)
+        finally:
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.close)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         from bot.feeds.pipeline import Poller
         from bot.matching.matcher import Matcher
 
@@ -296,7 +363,16 @@ class App:
                 scheduler = AsyncIOScheduler(timezone=UTC)
                 self._schedule(scheduler)
                 scheduler.start()
-                log.info("counterparty is running (%s)", self._platform_names())
+                feed_count, per_platform = await asyncio.to_thread(count_for_startup, self.engine)
+                log.info(
+                    "%s",
+                    startup_message(
+                        feed_count=feed_count,
+                        database_url=self.settings.database_url,
+                        subscriptions=per_platform,
+                        console=self.console,
+                    ),
+                )
                 try:
                     await stop.wait()
                 finally:
@@ -327,12 +403,6 @@ class App:
             await asyncio.wait_for(all_locks(), timeout=STOP_GRACE)
         except TimeoutError:
             log.warning("a job was still running after %.0f s; stopping anyway", STOP_GRACE)
-
-    def _platform_names(self) -> str:
-        names = [s.name for s in self.services]
-        if self.console:
-            names.append("console output")
-        return ", ".join(names) or "no platform"
 
 
 def _logged(name: str, func: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:

@@ -51,6 +51,7 @@ from bot.delivery.records import (
     Sent,
     TargetUnavailable,
 )
+from bot.ops import metrics
 from bot.settings import DeliverySection
 from bot.storage import subscriptions as subs_repo
 from bot.storage.schema import digest_items, outbox, subscriptions, targets
@@ -170,6 +171,28 @@ class DrainSummary:
             self.paused + other.paused,
             self.failed + other.failed,
         )
+
+
+def pending_depth(engine: Engine) -> int:
+    """How many outbox messages wait to be delivered (status ``pending``)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
+            ).scalar_one()
+        )
+
+
+def _count(platform: str, outcome: SendOutcome) -> None:
+    """The platform's answer in the metrics (what the drain then records is its own count)."""
+    if isinstance(outcome, Sent):
+        metrics.message_sent(platform)
+    elif isinstance(outcome, RetryLater):
+        metrics.platform_error(platform, "retry")
+    elif isinstance(outcome, TargetUnavailable):
+        metrics.platform_error(platform, "unavailable")
+    else:
+        metrics.platform_error(platform, "rejected")
 
 
 def _message(row: Any) -> OutboxMessage:
@@ -301,6 +324,7 @@ class Outbox:
                 break
             message = _message(row)
             outcome = await self._send(message)
+            _count(message.platform, outcome)
             result = await asyncio.to_thread(self._record, message, outcome, now)
             total += result
             if not isinstance(outcome, Sent) or self._pace(message.platform) > timedelta(0):

@@ -27,6 +27,7 @@ from bot.delivery.outbox import enqueue_digest
 from bot.delivery.platform import Renderer
 from bot.digest.cadence import CadenceError, Daily, Instant, next_due, parse_cadence
 from bot.digest.compose import CatalogInfo, compose
+from bot.ops import metrics
 from bot.storage import subscriptions as subs_repo
 from bot.storage.schema import subscriptions
 
@@ -116,6 +117,7 @@ def run_due_digests(
             # subscription's digests: log it with the traceback and go on; nothing was written.
             log.exception("subscription %s: composing its digest failed", sub.id)
             continue
+        metrics.digest_sent(sub.platform)  # after the commit: only digests really queued
         digests += 1
         messages += len(ids)
         entries += result.digest.entry_count

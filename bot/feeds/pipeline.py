@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import random
 import select
+import signal
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ from bot.feeds.fetch import Fetcher
 from bot.feeds.parse import FeedParseError, parse_feed
 from bot.feeds.records import Fetched, FetchFailed, NotModified, ParsedFeed
 from bot.feeds.schedule import Limits, next_poll_after_failure, next_poll_after_success
+from bot.ops import metrics
 from bot.settings import Settings
 from bot.storage import feeds_repo
 from bot.storage.feeds_repo import ConfiguredFeed, FeedState, NotModifiedRecord, SyncResult
@@ -101,7 +103,12 @@ def _exit_with(bot_pid: int) -> None:
     """Worker initializer: end this worker when the bot process ends, even by SIGKILL.
 
     Workers are children of the forkserver, not of the bot, and they keep the forkserver alive,
-    so without this a killed bot would leave them behind."""
+    so without this a killed bot would leave them behind.
+
+    Workers also ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and a
+    worker would otherwise die with a KeyboardInterrupt traceback while the bot shuts the pool
+    down in order anyway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         try:
@@ -290,6 +297,7 @@ class Poller:
             return await self._store(state, now, result)
         except SQLAlchemyError:
             log.exception("feed %s: could not record the poll in the database", state.url)
+            metrics.feed_polled(False, error_kind="database")
             return _FAILED
 
     def _interval(self, state: FeedState) -> timedelta:
@@ -326,6 +334,7 @@ class Poller:
             status=failure.status,
             next_poll_at=next_at,
         )
+        metrics.feed_polled(False, error_kind=failure.kind)  # after the write: counted once
 
     def _next_success(self, state: FeedState, now: datetime, max_age: Any, ttl: Any) -> datetime:
         return next_poll_after_success(
@@ -347,6 +356,7 @@ class Poller:
         permanent_url: str | None,
     ) -> None:
         """Queue the healthy-but-unchanged record; written in batches (see ``_flush``)."""
+        metrics.feed_polled(True)
         self._unchanged.append(
             NotModifiedRecord(
                 feed_id=state.id,
@@ -394,6 +404,7 @@ class Poller:
             baseline_window=self._fetch.baseline_window,
             max_updates=self._fetch.max_updates_per_entry,
         )
+        metrics.feed_polled(True)
         return PollSummary(
             feeds=1, fetched=1, new_entries=stored.new, updated_entries=stored.updated
         )
