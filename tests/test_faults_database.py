@@ -23,6 +23,7 @@ from typing import Any
 import discord
 import pytest
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.engine import make_url
 
 from bot.app import App
 from bot.delivery.discord import service as discord_service
@@ -70,15 +71,16 @@ def short_busy_timeout(engine: Engine, milliseconds: int) -> None:
     engine.dispose()
 
 
+def is_running(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("counterparty is running" in r.getMessage() for r in caplog.records)
+
+
 def posts_carrying(fake: FakeDiscord, marker: str) -> int:
     return sum(marker in str(post) for post in fake.messages.get(CHANNEL, []))
 
 
-async def test_locked_database_jobs_log_retry_and_catch_up(
-    fake: FakeDiscord, feed_server: FeedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    db_path = tmp_path / "bot.db"
-    feed_server.put("wire.xml", sample_rss(0, datetime.now(UTC), quiet=False))
+def bot_settings(feed_server: FeedServer, fake: FakeDiscord, database_url: str) -> Settings:
+    """One feed polled every second and one instant Discord subscription, with short leases."""
     file = FileConfig.model_validate(
         {
             "fetch": {
@@ -103,7 +105,15 @@ async def test_locked_database_jobs_log_retry_and_catch_up(
             "COUNTERPARTY_DISCORD_GATEWAY": fake.gateway_url,
         }
     )
-    settings = Settings(file=file, env=env, config_path=None, database_url=f"sqlite:///{db_path}")
+    return Settings(file=file, env=env, config_path=None, database_url=database_url)
+
+
+async def test_locked_database_jobs_log_retry_and_catch_up(
+    fake: FakeDiscord, feed_server: FeedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path = tmp_path / "bot.db"
+    feed_server.put("wire.xml", sample_rss(0, datetime.now(UTC), quiet=False))
+    settings = bot_settings(feed_server, fake, f"sqlite:///{db_path}")
     engine = open_database(settings.database_url)
     short_busy_timeout(engine, 100)
     catalog = load_catalog(None)
@@ -116,6 +126,7 @@ async def test_locked_database_jobs_log_retry_and_catch_up(
     locker: sqlite3.Connection | None = None
     try:
         await fake.wait_for(lambda f: posts_carrying(f, item_marker(0)) == 1, within=TIMEOUT)
+        await until(lambda: is_running(caplog), "the bot's start-up message", TIMEOUT)
 
         # Another process takes the write lock and keeps it; meanwhile a new item appears.
         locker = sqlite3.connect(db_path, isolation_level=None)
@@ -236,3 +247,101 @@ async def test_disk_full_gives_a_clear_error_and_no_corruption(
         assert integrity(db_path) == "ok"
     finally:
         roomy.dispose()
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of PostgreSQL that can be cut (every connection dropped,
+    new ones refused) and restored on the same port: the database "unreachable for a while"."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._client, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def restore(self) -> None:
+        await self.start()
+
+
+async def test_unreachable_postgres_jobs_log_retry_and_catch_up(
+    fake: FakeDiscord,
+    feed_server: FeedServer,
+    postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = make_url(postgres_url)
+    proxy = TcpProxy(real.port or 5432)
+    await proxy.start()
+    url = real.set(port=proxy.port).render_as_string(hide_password=False)
+    feed_server.put("wire.xml", sample_rss(0, datetime.now(UTC), quiet=False))
+    settings = bot_settings(feed_server, fake, url)
+    # In a thread: the proxy runs on this event loop.
+    engine = await asyncio.to_thread(open_database, url)
+    catalog = load_catalog(None)
+    service = discord_service.build(settings, engine, catalog)
+    assert service is not None
+    app = App(settings, engine, catalog, services=[service])
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO)
+    running = asyncio.create_task(app.run(stop))
+    try:
+        await fake.wait_for(lambda f: posts_carrying(f, item_marker(0)) == 1, within=TIMEOUT)
+        await until(lambda: is_running(caplog), "the bot's start-up message", TIMEOUT)
+
+        await proxy.cut()
+        first = sample_rss(0, datetime.now(UTC), quiet=False)
+        feed_server.put("wire.xml", first.replace(b"</channel>", _extra_item(1) + b"</channel>"))
+
+        def failed_runs() -> int:
+            return sum("failed; it runs again" in r.getMessage() for r in caplog.records)
+
+        await until(lambda: failed_runs() >= 3, "jobs failing while the database is away", TIMEOUT)
+        assert not running.done()
+        assert posts_carrying(fake, item_marker(1)) == 0
+        await proxy.restore()
+
+        await fake.wait_for(lambda f: posts_carrying(f, item_marker(1)) == 1, within=TIMEOUT)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        await asyncio.to_thread(engine.dispose)
+        await proxy.cut()
+    assert posts_carrying(fake, item_marker(0)) == 1
+    assert posts_carrying(fake, item_marker(1)) == 1
+    errors = [r for r in caplog.records if "failed; it runs again" in r.getMessage()]
+    assert any("OperationalError" in (r.exc_text or "") for r in errors)
