@@ -103,35 +103,70 @@ async def test_sqlite_lease_of_a_dead_holder_runs_out(sqlite_url: str) -> None:
         engine.dispose()
 
 
-async def test_postgres_lock_freed_when_holder_connection_dies(postgres_url: str) -> None:
-    """A killed replica's session ends; the advisory lock goes with it, and the holder's keeper
-    (if the process survived) notices it lost the role."""
-    engine_a = open_database(postgres_url)
-    engine_b = open_database(postgres_url)
-    holder = LeaderLock(engine_a, "discord", owner="a", lease=timedelta(seconds=0.6))
-    heir = LeaderLock(engine_b, "discord", owner="b", lease=timedelta(seconds=0.6))
-    try:
-        assert await holder.acquire()
-        assert not await heir.acquire()
-        assert await asyncio.to_thread(holder._check_postgres)
-        with engine_b.connect() as conn:
-            terminated = conn.execute(
+def terminate_lock_holders(engine: Engine) -> list[tuple[bool]]:
+    """What a dead replica (or a broken connection) looks like to PostgreSQL: the sessions
+    holding advisory locks in this database end."""
+    with engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks"
                     " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
                     " AND database = (SELECT oid FROM pg_database"
                     " WHERE datname = current_database())"
                 )
-            ).all()
-        assert terminated == [(True,)]
+            )
+        ]
+
+
+async def test_postgres_lock_goes_to_a_waiting_replica_when_the_holder_session_dies(
+    postgres_url: str,
+) -> None:
+    """A killed replica's session ends and the advisory lock with it; a waiting replica takes
+    the role, and the old holder (had it survived) learns it lost the role."""
+    engine_a = open_database(postgres_url)
+    engine_b = open_database(postgres_url)
+    holder = LeaderLock(engine_a, "discord", owner="a", lease=timedelta(seconds=3))
+    heir = LeaderLock(engine_b, "discord", owner="b", lease=timedelta(seconds=3))
+    try:
+        assert await holder.acquire()
+        assert not await heir.acquire()
+        assert await asyncio.to_thread(holder._check_postgres)
+        assert terminate_lock_holders(engine_b) == [(True,)]
+        async with asyncio.timeout(10):
+            while not await heir.acquire():  # noqa: ASYNC110 - the server ends the session
+                await asyncio.sleep(0.05)
         await asyncio.wait_for(holder.lost.wait(), 10)
         assert not holder.held
-        assert await heir.acquire()
+        assert heir.held
     finally:
         await holder.release()
         await heir.release()
         engine_a.dispose()
         engine_b.dispose()
+
+
+async def test_postgres_holder_retakes_the_lock_after_its_connection_broke(
+    postgres_url: str,
+) -> None:
+    """A broken connection with no other replica waiting: the holder takes the lock again on a
+    new connection instead of giving the role up."""
+    engine = open_database(postgres_url)
+    holder = LeaderLock(engine, "telegram", owner="a", lease=timedelta(seconds=0.6))
+    try:
+        assert await holder.acquire()
+        first = holder._conn
+        assert terminate_lock_holders(engine) == [(True,)]
+        async with asyncio.timeout(10):
+            while holder._conn in (first, None):  # noqa: ASYNC110 - the keeper works
+                await asyncio.sleep(0.05)
+        assert holder.held
+        assert not holder.lost.is_set()
+        assert await asyncio.to_thread(holder._check_postgres)
+    finally:
+        await holder.release()
+        engine.dispose()
 
 
 def test_postgres_feed_claims_from_many_threads_never_overlap(postgres_url: str) -> None:

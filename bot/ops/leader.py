@@ -155,15 +155,28 @@ class LeaderLock:
                 still = await asyncio.to_thread(check)
             except SQLAlchemyError:
                 log.warning("leader %s: could not confirm the role", self.name, exc_info=True)
-                # SQLite: the lease still covers a short outage; PostgreSQL: a failed query on
-                # the lock's own connection means the session (and the lock) may be gone.
-                still = not self._postgres and self._lease_left()
+                # SQLite: the lease still covers a short outage. PostgreSQL: the lock's session
+                # is probably gone with its connection; take the lock again on a new one.
+                still = self._lease_left() if not self._postgres else await self._retake()
             if not still:
                 self._held = False
-                log.error("leader %s: this process lost the role", self.name)
+                log.error("leader %s: another process holds the role now", self.name)
                 self._drop_connection()
                 self.lost.set()
                 return
+
+    async def _retake(self) -> bool:
+        """After the lock's connection failed: ``True`` once the lock is ours again on a new
+        connection, ``False`` as soon as another replica turns out to hold it. While this process
+        cannot reach the database it keeps the role and keeps trying (a replica that can reach
+        it may take the role meanwhile; this process then learns so on its next try)."""
+        self._drop_connection()
+        while True:
+            try:
+                return await asyncio.to_thread(self._try_postgres)
+            except SQLAlchemyError:
+                log.warning("leader %s: database unreachable; trying again", self.name)
+                await asyncio.sleep(self.retry_interval)  # a retry period
 
     # -- PostgreSQL: an advisory lock on a dedicated connection ------------------------------
     def _try_postgres(self) -> bool:
