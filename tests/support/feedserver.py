@@ -29,10 +29,12 @@ benchmark can keep the server in a separate process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import json
 import mimetypes
+import socket
 import sys
 import threading
 import zlib
@@ -43,6 +45,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 _EPOCH_LM = datetime(2026, 1, 1, tzinfo=UTC)
@@ -172,7 +175,8 @@ class FeedServer:
         self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
-            self._httpd.server_close()
+            self._httpd.end_connections()
+            self._httpd.server_close()  # joins the handler threads
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -293,7 +297,34 @@ class FeedServer:
 
 
 class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
+    """Tracks open connections so ``stop()`` can end them and join every handler thread: no
+    socket is left for the garbage collector (a ResourceWarning, an error under pytest)."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        """Wake handler threads waiting on idle keep-alive connections."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for connection in open_now:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client closing its connection (caps, timeouts, pooled sockets) is normal here;
