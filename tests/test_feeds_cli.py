@@ -119,3 +119,11 @@ def test_the_default_watch_list_is_valid() -> None:
     assert 15 <= len(settings.feeds) <= 25
     assert all(feed.url.startswith("https://") for feed in settings.feeds)
     assert all(feed.name for feed in settings.feeds)
+
+
+def test_a_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "feeds.toml", [])
+    result = run("--config", str(config), "--db", "mysql://nobody@example.org/x", "feeds")
+    assert result.returncode == 2
+    assert "unsupported database" in result.stderr
+    assert "Traceback" not in result.stderr

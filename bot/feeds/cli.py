@@ -58,13 +58,25 @@ def _summary_line(summary: PollSummary) -> str:
     )
 
 
+def _open(settings: Settings) -> Engine:
+    from bot.cli import UsageError
+    from bot.storage.db import DatabaseUrlError
+
+    try:
+        return open_database(settings.database_url)
+    except DatabaseUrlError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _poll_command(args: argparse.Namespace) -> int:
     from bot.cli import settings_from_args
+    from bot.ops.logging import setup_logging
 
     settings = settings_from_args(args)
+    setup_logging(settings)
     if not settings.feeds:
         log.warning("no [[feeds]] in the configuration; only feeds already stored are polled")
-    engine = open_database(settings.database_url)
+    engine = _open(settings)
     try:
         if args.once:
             summary = asyncio.run(_poll_once(settings, engine))
@@ -139,7 +151,7 @@ def _feeds_command(args: argparse.Namespace) -> int:
     from bot.cli import settings_from_args
 
     settings = settings_from_args(args)
-    engine = open_database(settings.database_url)
+    engine = _open(settings)
     try:
         health = feeds_repo.list_feed_health(engine)
     finally:
