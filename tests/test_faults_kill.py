@@ -1,10 +1,10 @@
 """``kill -9`` of ``counterparty run`` during polling and during delivery, then a restart: every
 matched item reaches every subscription exactly once (counted on the fake Discord server).
 
-Real subprocesses, a real SQLite file, the local feed server (answering slowly, so the kill lands
-mid-poll) and the fake Discord server (holding its answers, so the kill lands between a post
-and the bot hearing about it). The kill points are drawn from a seeded generator; the seed is in
-the test id so a failure can be replayed.
+Real subprocesses, the test database (a SQLite file, or PostgreSQL in that run of the suite),
+the local feed server (answering slowly, so the kill lands mid-poll) and the fake Discord server
+(holding its answers, so the kill lands between a post and the bot hearing about it). The kill
+points are drawn from a seeded generator; the seed is in the test id so a failure can be replayed.
 """
 
 from __future__ import annotations
@@ -83,11 +83,11 @@ def every_item_posted(fake: FakeDiscord) -> bool:
 
 @pytest.mark.parametrize("seed", [7, 1913])
 async def test_kill_during_poll_and_delivery_then_restart_delivers_each_item_once(
-    feed_server: FeedServer, fake: FakeDiscord, tmp_path: Path, seed: int
+    feed_server: FeedServer, fake: FakeDiscord, tmp_path: Path, seed: int, database_url: str
 ) -> None:
     rng = random.Random(seed)
     config = write_config(tmp_path, feed_server)
-    db_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    db_url = database_url  # SQLite by default; PostgreSQL in the PostgreSQL run of the suite
     env = child_env(
         DISCORD_TOKEN="fake-token-for-tests",
         COUNTERPARTY_DISCORD_API_BASE=fake.api_base,
