@@ -397,3 +397,24 @@ async def test_feeds_added_by_command_may_only_reach_public_addresses(
     assert row.last_error_kind == kind
     assert summary.failed == (1 if kind else 0)
     assert len(server.requests) == (0 if kind else 1)
+
+
+async def test_a_restart_polls_nothing_before_its_slot(
+    server: FeedServer, engine: Engine, database_url: str
+) -> None:
+    now = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    for name in ("a.xml", "b.xml", "c.xml"):
+        server.put(name, rss((name, name, now)))
+    settings = make_settings(database_url, [server.url(n) for n in ("a.xml", "b.xml", "c.xml")])
+    async with Poller(settings, engine) as poller:
+        await poller.sync_config(now)
+        assert (await poller.poll_due(now)).fetched == 3
+    with engine.connect() as conn:
+        first_slot = conn.execute(select(func.min(feeds.c.next_poll_at))).scalar_one()
+    assert first_slot > now
+    # A new process just before the first stored slot: nothing is due, no burst of requests.
+    async with Poller(settings, engine) as poller:
+        await poller.sync_config(now)
+        assert (await poller.poll_due(first_slot - timedelta(microseconds=1))).feeds == 0
+        assert len(server.requests) == 3
+        assert (await poller.poll_due(first_slot)).feeds >= 1
