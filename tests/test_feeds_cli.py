@@ -127,3 +127,34 @@ def test_a_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unsupported database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_poll_without_once_keeps_ticking_until_interrupted(
+    corpus_server: FeedServer, database_url: str, tmp_path: Path
+) -> None:
+    import select
+    import signal
+
+    urls = [corpus_server.url("feeds/bbc-world-2026-02-18.xml")]
+    config = tmp_path / "feeds.toml"
+    config.write_text(f'[fetch]\ntick = "1s"\n[[feeds]]\nurl = "{urls[0]}"\n', encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(config), "--db", database_url, "poll"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        # The first tick polls the never-fetched feed and prints its summary line.
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, "no poll summary within 120 s"
+        line = process.stdout.readline()
+        assert line.startswith("1 feeds: 1 fetched"), line
+        assert "new and 0 updated" in line
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert len(corpus_server.requests) == 1, "later ticks found nothing due"
