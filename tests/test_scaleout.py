@@ -19,8 +19,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from sqlalchemy import Engine, text
 
 from bot.ops.leader import LeaderLock
@@ -28,6 +30,7 @@ from bot.storage import feeds_repo
 from bot.storage.db import open_database
 from bot.storage.feeds_repo import ConfiguredFeed
 from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_telegram import TOKEN, FakeTelegram
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import (
     child_env,
@@ -308,9 +311,9 @@ def identifies(fake: FakeDiscord) -> int:
     )
 
 
-def leader_pids(logs: list[Path]) -> set[int]:
-    """Pids of the replicas whose logs say they took the Discord role."""
-    pattern = re.compile(r"leader discord: this process \([^)]*:(\d+)\) holds the role")
+def leader_pids(logs: list[Path], role: str = "discord") -> set[int]:
+    """Pids of the replicas whose logs say they took ``role``."""
+    pattern = re.compile(rf"leader {role}: this process \([^)]*:(\d+)\) holds the role")
     return {
         int(pid)
         for log in logs
@@ -390,3 +393,62 @@ async def test_three_replicas_share_the_work_once_and_hand_over_the_gateway(
     every_log = "".join(log.read_text(encoding="utf-8", errors="replace") for log in logs)
     assert "fake-token-for-tests" not in every_log
     assert "duplicate key" not in every_log
+
+
+class CountingTelegram(FakeTelegram):
+    """The fake Bot API, also counting how many ``getUpdates`` long polls are open at once."""
+
+    def __init__(self) -> None:
+        super().__init__(long_poll_cap=0.25)
+        self.polls = 0
+        self.open_polls = 0
+        self.peak_open_polls = 0
+
+    async def _api_getUpdates(self, params: dict[str, Any]) -> web.Response:
+        self.polls += 1
+        self.open_polls += 1
+        self.peak_open_polls = max(self.peak_open_polls, self.open_polls)
+        try:
+            return await super()._api_getUpdates(params)
+        finally:
+            self.open_polls -= 1
+
+
+@pytest.mark.slow
+async def test_one_telegram_poller_among_replicas_and_handover_on_kill(
+    postgres_url: str, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, feed_server)
+    telegram = CountingTelegram()
+    async with telegram:
+        env = child_env(TELEGRAM_TOKEN=TOKEN, COUNTERPARTY_TELEGRAM_API_BASE=telegram.base_url)
+        logs = [tmp_path / f"tg-{n}.log" for n in range(2)]
+        processes = [await start_run(tmp_path, config, postgres_url, env, log) for log in logs]
+        try:
+            await until(
+                lambda: all("counterparty is running" in log.read_text() for log in logs),
+                "both replicas running",
+                TIMEOUT,
+            )
+            await until(lambda: telegram.polls >= 8, "getUpdates long polls", TIMEOUT)
+            assert telegram.peak_open_polls == 1
+            [holder] = leader_pids(logs, "telegram")
+
+            victim = next(p for p in processes if p.pid == holder)
+            killed_at = time.monotonic()
+            victim.send_signal(signal.SIGKILL)
+            await victim.wait()
+            await until(lambda: len(leader_pids(logs, "telegram")) == 2, "a new poller", TIMEOUT)
+            handover = time.monotonic() - killed_at
+            polls_at_handover = telegram.polls
+            await until(lambda: telegram.polls >= polls_at_handover + 4, "polling resumed", TIMEOUT)
+            assert handover < LEADER_LEASE, f"poller handed over after {handover:.1f} s"
+            assert telegram.peak_open_polls == 1
+            [survivor] = [p for p in processes if p is not victim]
+            survivor.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(survivor.wait(), 60) == 0
+        finally:
+            await stop_all(processes)
+    every_log = "".join(log.read_text(encoding="utf-8", errors="replace") for log in logs)
+    assert TOKEN not in every_log
+    assert "409" not in every_log
