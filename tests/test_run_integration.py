@@ -27,12 +27,13 @@ from bot.delivery.demo import sample_feed
 from bot.delivery.outbox import DeliveryPolicy, Outbox, enqueue_digest, pending_depth
 from bot.delivery.platform import by_platform
 from bot.delivery.records import OutboxMessage, Rejected, RetryLater, SendOutcome, Sent
+from bot.feeds.pipeline import Poller
 from bot.ops import metrics
-from bot.settings import DeliverySection
+from bot.settings import DeliverySection, Environment, FileConfig, Settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
 from tests.support.fake_discord import FakeDiscord
-from tests.support.feedserver import FeedServer
+from tests.support.feedserver import FeedServer, error
 
 TIMEOUT = 90.0
 WEBHOOK_ID = "123456789012345678"
@@ -291,3 +292,28 @@ async def test_drain_counts_posts_and_platform_errors(engine: Engine) -> None:
         before[2] + 1,
     ]
     assert pending_depth(engine) == 1  # the retried one waits
+
+
+async def test_poller_counts_polls_by_result_and_failures_by_kind(
+    engine: Engine, database_url: str, feed_server: FeedServer
+) -> None:
+    feed_server.behave("down.xml", error(500))
+    urls = [feed_server.url("wire.xml"), feed_server.url("down.xml")]
+    config = FileConfig.model_validate(
+        {"feeds": [{"url": u} for u in urls], "fetch": {"parse_workers": 1}}
+    )
+    settings = Settings(file=config, env=Environment(), config_path=None, database_url=database_url)
+    ok = ("counterparty_feeds_polled_total", {"result": "ok"})
+    failed = ("counterparty_feeds_polled_total", {"result": "failed"})
+    server_errors = ("counterparty_fetch_failures_total", {"kind": "server"})
+    before = [_value(*ok), _value(*failed), _value(*server_errors)]
+    now = datetime.now(UTC)
+    async with Poller(settings, engine) as poller:
+        await poller.sync_config(now)
+        summary = await poller.poll_all(now)
+    assert (summary.feeds, summary.failed) == (2, 1)
+    assert [_value(*ok), _value(*failed), _value(*server_errors)] == [
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+    ]
