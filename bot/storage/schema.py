@@ -180,7 +180,9 @@ subscriptions = Table(
 digest_items = Table(
     "digest_items",
     metadata,
-    Column("subscription_id", Id, ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "subscription_id", Id, ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("entry_id", Id, ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
     Column("outbox_id", Id, ForeignKey("outbox.id", ondelete="SET NULL"), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
@@ -190,7 +192,9 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("subscription_id", Id, ForeignKey("subscriptions.id", ondelete="CASCADE"), nullable=True),
+    Column(
+        "subscription_id", Id, ForeignKey("subscriptions.id", ondelete="CASCADE"), nullable=True
+    ),
     Column("platform", String(24), nullable=False),
     Column("target", Text, nullable=False),
     # Platform-ready message (already rendered and split), JSON.
