@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 from aiohttp import web
 from sqlalchemy import Engine, text
@@ -452,3 +453,57 @@ async def test_one_telegram_poller_among_replicas_and_handover_on_kill(
     every_log = "".join(log.read_text(encoding="utf-8", errors="replace") for log in logs)
     assert TOKEN not in every_log
     assert "409" not in every_log
+
+
+async def test_discord_gateway_follows_the_role_lost_and_regained(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway holder whose lock went to another replica disconnects (no second session);
+    when the role comes back, it connects again. Sending never needed the role."""
+    from pydantic import SecretStr
+
+    from bot.commands.core import CommandCore
+    from bot.delivery.discord.service import DiscordService, configure_endpoints
+    from bot.matching.catalog import load_catalog
+    from bot.settings import DiscordSection
+
+    engine_a = open_database(postgres_url)
+    engine_b = open_database(postgres_url)
+    lock = LeaderLock(engine_a, "discord", owner="a", lease=timedelta(seconds=0.6))
+    rival = LeaderLock(engine_b, "discord", owner="b", lease=timedelta(seconds=30))
+    async with FakeDiscord() as fake:
+        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+        monkeypatch.setattr(
+            discord.gateway.DiscordWebSocket,
+            "DEFAULT_GATEWAY",
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+        )
+        configure_endpoints(api_base=fake.api_base, gateway=fake.gateway_url)
+        service = DiscordService(
+            token=SecretStr("fake-token-for-tests"),
+            core=CommandCore(engine_a, load_catalog(None)),
+            options=DiscordSection(sync_commands=False),
+            gateway_lock=lock,
+        )
+        try:
+            await service.start()
+            await fake.wait_for(lambda f: identifies(f) == 1, within=TIMEOUT)
+            # The holder's session dies and a rival replica takes the role at once.
+            assert terminate_lock_holders(engine_b) == [(True,)]
+            async with asyncio.timeout(10):
+                while not await rival.acquire():  # noqa: ASYNC110 - the server ends the session
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(lock.lost.wait(), 10)
+            # (polled: the fake notifies waiters on requests, not on closed sockets)
+            await until(lambda: not fake._gateway.sockets, "the gateway closed", TIMEOUT)
+            assert identifies(fake) == 1
+            # The rival goes away: the role, and the gateway, come back.
+            await rival.release()
+            await fake.wait_for(lambda f: identifies(f) == 2, within=TIMEOUT)
+            assert lock.held
+            assert len(fake._gateway.sockets) == 1
+        finally:
+            await service.stop()
+            await rival.release()
+            engine_a.dispose()
+            engine_b.dispose()

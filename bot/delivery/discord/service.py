@@ -64,7 +64,7 @@ class DiscordService:
         # With several replicas, only the holder of this lock connects the gateway (two
         # sessions would both receive every slash command); the others only post.
         self._lock = gateway_lock
-        self._standby: asyncio.Task[None] | None = None
+        self._leading: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.client = CounterpartyClient(
             core,
@@ -90,17 +90,34 @@ class DiscordService:
         Returns once logged in; the sender works from then on, slash commands once the gateway
         is ready (:meth:`wait_until_ready`). A bad token raises ``discord.LoginFailure``."""
         await self.client.login(self._token.get_secret_value())
-        if self._lock is None or await self._lock.acquire():
+        if self._lock is None:
             self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
         else:
-            log.info("discord: another replica holds the gateway; this one only posts")
-            self._standby = asyncio.create_task(self._wait_for_lock(), name="discord-standby")
+            self._leading = asyncio.create_task(self._lead(self._lock), name="discord-leader")
 
-    async def _wait_for_lock(self) -> None:
-        assert self._lock is not None
-        if await self._lock.wait_until_acquired(self._stopping):
-            log.info("discord: this replica takes over the gateway")
+    async def _lead(self, lock: LeaderLock) -> None:
+        """Hold the gateway exactly while holding ``lock``: connect when it is taken, disconnect
+        when it is lost (another replica has it now), wait for it again, until stopped."""
+        if not await lock.acquire():
+            log.info("discord: another replica holds the gateway; this one only posts")
+        while await lock.wait_until_acquired(self._stopping):
+            log.info("discord: this replica holds the gateway")
             self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
+            await _first_of(self._stopping, lock.lost)
+            if self._stopping.is_set():
+                return
+            log.error("discord: lost the gateway role; disconnecting until it is regained")
+            await self._disconnect_gateway()
+
+    async def _disconnect_gateway(self) -> None:
+        """Close the gateway session only (the REST session stays, so posting goes on)."""
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            gateway.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gateway
+        if self.client.ws is not None:
+            await self.client.ws.close(code=1000)
 
     async def _run_gateway(self) -> None:
         try:
@@ -114,9 +131,9 @@ class DiscordService:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._standby is not None:
-            await self._standby
-            self._standby = None
+        if self._leading is not None:
+            await self._leading
+            self._leading = None
         await self.client.close()
         if self._gateway is not None:
             try:
@@ -129,6 +146,16 @@ class DiscordService:
         await self._sender.aclose()
         if self._lock is not None:
             await self._lock.release()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Until any of ``events`` is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 class WebhookOnlyService:
