@@ -212,3 +212,26 @@ def test_untitled_linkless_entries_are_separate_stories() -> None:
     )
     first, second = parse_feed(body, url="https://example.org/feed").entries
     assert first.story_key != second.story_key
+
+
+def test_keys_and_links_do_not_depend_on_where_the_feed_was_fetched() -> None:
+    """A relative id stays as written, or as the document's own xml:base makes it (the key
+    survives a moved feed); relative links are resolved against the document's address,
+    through xml:base where the feed sets one."""
+    body = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>'
+        b"<entry><id>item-7</id><title>One</title><link href='/news/7?utm_medium=x'/></entry>"
+        b'<entry xml:base="https://cdn.example.com/base/"><id>item-8</id><title>Two</title>'
+        b"<link href='eight'/></entry></feed>"
+    )
+    here = parse_feed(body, url="https://old.example.org/feed.xml").entries
+    there = parse_feed(body, url="https://new.example.net/atom").entries
+    keys = ["item-7", "https://cdn.example.com/base/item-8"]
+    assert [e.entry_key for e in here] == keys
+    assert [e.entry_key for e in there] == keys
+    assert [e.link for e in here] == [
+        "https://old.example.org/news/7",
+        "https://cdn.example.com/base/eight",
+    ]
+    assert there[0].link == "https://new.example.net/news/7"
+    assert [e.content_hash for e in here] != [e.content_hash for e in there]
