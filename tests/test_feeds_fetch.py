@@ -259,3 +259,38 @@ async def test_a_validator_that_cannot_be_a_header_is_dropped(
     result = await fetcher.fetch(server.url("feed.xml"), now=NOW, etag='"caf\u00e9"')
     assert isinstance(result, Fetched)
     assert "If-None-Match" not in server.requests[0].headers
+
+
+async def test_304s_reuse_one_connection() -> None:
+    """A warm pass is mostly 304s: each must leave its connection open for the next request.
+    A minimal HTTP/1.1 server counts the TCP connections it accepts."""
+    accepted = 0
+    answered = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted, answered
+        accepted += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                answered += 1
+                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n')
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with Fetcher(settings(), contact="ops@example.org") as client:
+            results = [
+                await client.fetch(f"http://127.0.0.1:{port}/feed.xml", now=NOW, etag='"v1"')
+                for _ in range(5)
+            ]
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert all(isinstance(r, NotModified) for r in results)
+    assert answered == 5
+    assert accepted == 1

@@ -243,6 +243,9 @@ class Fetcher:
             permanent = _permanent_url(url, response)
             status = response.status_code
             if status == 304:
+                # A 304 has no body, but httpcore keeps the connection only for a response read
+                # to its end: without this every 304 would cost a new TCP connection.
+                await response.aread()
                 return NotModified(
                     permanent_url=permanent,
                     etag=response.headers.get("etag"),
