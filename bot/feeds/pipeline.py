@@ -180,8 +180,9 @@ class Poller:
         await asyncio.to_thread(self._start_workers, self._pool)
         # What is alive after start-up (modules, settings, engine, schema) lives as long as the
         # process. Freezing it keeps the garbage collector's full collections from walking it
-        # again and again during polls: those walks were the event loop's longest stalls.
-        gc.collect()
+        # again and again during polls: those walks were the event loop's longest stalls. No
+        # gc.collect() first: that full collection itself held the loop for ~50 ms, and the
+        # little start-up garbage it would free is not worth a stall.
         gc.freeze()
         return self
 
