@@ -44,7 +44,13 @@ sys.path.insert(0, str(REPO))
 
 from bot.storage.schema import feeds, outbox  # noqa: E402
 from tests.support.fake_discord import FakeDiscord  # noqa: E402
-from tests.support.replicas import QUIET_TITLE, child_env, item_marker, sample_rss  # noqa: E402
+from tests.support.replicas import (  # noqa: E402
+    QUIET_TITLE,
+    child_env,
+    item_marker,
+    sample_rss,
+    start_run,
+)
 
 PG_URL = os.environ.get(
     "COUNTERPARTY_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -172,11 +178,7 @@ async def run_once(
     name, db_url = fresh_database()
     config = write_config(folder, bases, args.feeds, args.subscriptions)
     async with FakeDiscord() as fake:
-        env = child_env(
-            DISCORD_TOKEN="fake-token-for-bench",
-            COUNTERPARTY_DISCORD_API_BASE=fake.api_base,
-            COUNTERPARTY_DISCORD_GATEWAY=fake.gateway_url,
-        )
+        env = child_env(**fake.bot_env("fake-token-for-bench"))
         # Migrate once, as a deploy step would, so the replicas start together.
         migrate = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -193,25 +195,9 @@ async def run_once(
             stderr=subprocess.DEVNULL,
         )
         await migrate.wait()
-        logs = [(folder / f"replica-{replicas}-{n}.log").open("wb") for n in range(replicas)]
+        logs = [folder / f"replica-{replicas}-{n}.log" for n in range(replicas)]
         started = time.monotonic()
-        processes = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "--config",
-                str(config),
-                "--db",
-                db_url,
-                "run",
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=folder,
-            )
-            for log in logs
-        ]
+        processes = [await start_run(folder, config, db_url, env, log) for log in logs]
         fetched_at = last_post = None
         finished = False
         seen_posts = 0
@@ -249,8 +235,6 @@ async def run_once(
                 except TimeoutError:
                     process.kill()
                     await process.wait()
-            for log in logs:
-                log.close()
         end = time.monotonic()
         fetched, _, _ = progress(db_url)
         result = RunResult(

@@ -7,21 +7,20 @@ The feed is a tiny RSS document written for this test; every item is marked as t
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
 
-from bot.storage.schema import outbox
 from tests.support.fake_discord import APP_ID, FakeDiscord
 from tests.support.feedserver import FeedServer
+from tests.support.replicas import child_env, outbox_rows
+from tests.support.replicas import running as run_bot
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -80,64 +79,10 @@ def write_config(tmp_path: Path, feed_url: str) -> Path:
     return config
 
 
-@asynccontextmanager
-async def running(
+def running(
     tmp_path: Path, config: Path, db_url: str, fake: FakeDiscord, name: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DISCORD_TOKEN", "TELEGRAM_TOKEN") and not k.startswith("COUNTERPARTY_")
-    }
-    env.update(
-        PYTHONUNBUFFERED="1",
-        DISCORD_TOKEN="fake-token-for-tests",
-        COUNTERPARTY_DISCORD_API_BASE=fake.api_base,
-        COUNTERPARTY_DISCORD_GATEWAY=fake.gateway_url,
-    )
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "--config",
-            str(config),
-            "--db",
-            db_url,
-            "run",
-            stdout=output,
-            stderr=output,
-            env=env,
-            cwd=tmp_path,
-        )
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = TIMEOUT) -> None:
-    """Wait for a condition outside this process (the child's database) with a deadline."""
-    try:
-        async with asyncio.timeout(within):
-            # Another process's database has no event to wait on: poll it, within the deadline.
-            while not condition():  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"not reached within {within} s: {what}")
-
-
-def outbox_rows(db_url: str) -> list[tuple[str, str | None, str]]:
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            query = select(outbox.c.status, outbox.c.platform_message_id, outbox.c.nonce)
-            return [(r.status, r.platform_message_id, r.nonce) for r in conn.execute(query)]
-    finally:
-        engine.dispose()
+) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    return run_bot(tmp_path, config, db_url, child_env(**fake.bot_env()), tmp_path / f"{name}.log")
 
 
 async def test_run_posts_digest_and_answers_slash_commands(
@@ -195,17 +140,17 @@ async def test_killed_mid_delivery_then_restarted_posts_each_message_once(
         await process.wait()
     fake.release()
     assert len(fake.messages[CHANNEL]) == 1
-    assert any(status == "pending" for status, _, _ in outbox_rows(db_url))
+    assert any(r.status == "pending" for r in outbox_rows(db_url))
 
     async with running(tmp_path, config, db_url, fake, "second") as process:
 
         def all_sent() -> bool:
             rows = outbox_rows(db_url)
-            return bool(rows) and all(status == "sent" for status, _, _ in rows)
+            return bool(rows) and all(r.status == "sent" for r in rows)
 
         # first the resend reaches Discord, then the bot records the outcome
         await fake.wait_for_request("POST", f"/channels/{CHANNEL}/messages", count=2)
-        await until(all_sent, "every outbox row sent")
+        await until(all_sent, "every outbox row sent", TIMEOUT)
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), TIMEOUT)
     assert code == 0, (tmp_path / "second.log").read_text(encoding="utf-8")[-3000:]
@@ -214,5 +159,7 @@ async def test_killed_mid_delivery_then_restarted_posts_each_message_once(
     # the resend carried the same nonce, and Discord answered with the first message
     assert [p.body["nonce"] for p in posts].count(first.body["nonce"]) == 2
     assert len(fake.messages[CHANNEL]) == len(rows)
-    assert sorted(m["id"] for m in fake.messages[CHANNEL]) == sorted(r[1] for r in rows)
+    assert sorted(m["id"] for m in fake.messages[CHANNEL]) == sorted(
+        r.platform_message_id for r in rows
+    )
     assert len({m["nonce"] for m in fake.messages[CHANNEL]}) == len(rows)

@@ -34,7 +34,8 @@ from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds
 from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer
-from tests.support.replicas import item_marker, sample_rss, until
+from tests.support.replicas import item_marker, sample_rss
+from tests.support.waiting import until
 
 CHANNEL = "700000000000000401"
 TIMEOUT = 60.0

@@ -27,8 +27,8 @@ from tests.support.replicas import (
     sample_rss,
     start_run,
     stop_all,
-    until,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 

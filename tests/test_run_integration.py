@@ -11,8 +11,7 @@ import asyncio
 import os
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,9 @@ from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
 from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer, error
+from tests.support.replicas import child_env
+from tests.support.replicas import running as run_bot
+from tests.support.waiting import until
 
 TIMEOUT = 90.0
 WEBHOOK_ID = "123456789012345678"
@@ -69,40 +71,11 @@ async def running(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
     """``counterparty run`` in its own process group (like a shell job), stdout and stderr
     to a log file; killed with its group if still alive at the end."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DISCORD_TOKEN", "TELEGRAM_TOKEN") and not k.startswith("COUNTERPARTY_")
-    }
-    env.update(PYTHONUNBUFFERED="1", **(env_extra or {}))
     log = tmp_path / "run.log"
     db_url = f"sqlite:///{tmp_path / 'bot.db'}"
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "bot", "--config", str(config), "--db", db_url, "run"),
-            stdout=output,
-            stderr=output,
-            env=env,
-            cwd=tmp_path,
-            process_group=0,
-        )
-        try:
-            yield process, log
-        finally:
-            if process.returncode is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = TIMEOUT) -> None:
-    """Wait for a condition in another process (its log, its endpoint) with a deadline."""
-    try:
-        async with asyncio.timeout(within):
-            # Another process has no event to wait on: look again, within the deadline.
-            while not condition():  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"not reached within {within} s: {what}")
+    env = child_env(**(env_extra or {}))
+    async with run_bot(tmp_path, config, db_url, env, log, own_group=True) as process:
+        yield process, log
 
 
 def read(log: Path) -> str:
@@ -116,8 +89,8 @@ async def test_ctrl_c_to_the_process_group_stops_cleanly_after_a_start_up_messag
     config = write_config(tmp_path, feed_server.url("wire.xml"))
     async with running(tmp_path, config) as (process, log):
         # The start-up round polled, parsed (in the worker processes) and printed a digest.
-        await until(lambda: "counterparty is running" in read(log), "the start-up message")
-        await until(lambda: "counterparty digest" in read(log), "a console digest")
+        await until(lambda: "counterparty is running" in read(log), "the start-up message", TIMEOUT)
+        await until(lambda: "counterparty digest" in read(log), "a console digest", TIMEOUT)
         assert feed_server.requests_for("wire.xml")
         # Ctrl-C in a terminal: SIGINT to every process of the foreground group.
         os.killpg(process.pid, signal.SIGINT)
@@ -176,7 +149,7 @@ async def test_run_serves_metrics_of_its_polls_matches_digests_and_posts(
         f'[metrics]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n',
     )
     async with running(tmp_path, config) as (process, log):
-        await until(lambda: "counterparty is running" in read(log), "the start-up message")
+        await until(lambda: "counterparty is running" in read(log), "the start-up message", TIMEOUT)
 
         def posted() -> bool:
             values = scrape(port)
@@ -184,7 +157,7 @@ async def test_run_serves_metrics_of_its_polls_matches_digests_and_posts(
                 values.get(("counterparty_messages_sent_total", (("platform", "console"),)), 0) >= 1
             )
 
-        await until(posted, "a console message counted")
+        await until(posted, "a console message counted", TIMEOUT)
         values = scrape(port)
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), TIMEOUT)
@@ -217,7 +190,9 @@ async def test_webhook_subscription_is_delivered_without_a_token(
         env = {"COUNTERPARTY_DISCORD_API_BASE": fake.api_base}  # and no DISCORD_TOKEN
         async with running(tmp_path, config, env) as (process, log):
             await fake.wait_for(lambda f: bool(f.messages.get(WEBHOOK_ID)), within=TIMEOUT)
-            await until(lambda: "counterparty is running" in read(log), "the start-up message")
+            await until(
+                lambda: "counterparty is running" in read(log), "the start-up message", TIMEOUT
+            )
             process.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(process.wait(), TIMEOUT)
         output = read(log)

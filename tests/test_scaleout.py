@@ -40,8 +40,8 @@ from tests.support.replicas import (
     sample_rss,
     start_run,
     stop_all,
-    until,
 )
+from tests.support.waiting import until
 
 CHANNELS = ("700000000000000101", "700000000000000102")
 FEEDS = 12

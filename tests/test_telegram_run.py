@@ -8,11 +8,9 @@ The feed is a tiny RSS document written for this test; every item is marked as t
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -22,6 +20,8 @@ import pytest
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_telegram import TOKEN, FakeTelegram, check_telegram_html
 from tests.support.feedserver import FeedServer
+from tests.support.replicas import child_env
+from tests.support.replicas import running as run_bot
 
 pytestmark = pytest.mark.slow
 
@@ -100,38 +100,11 @@ def write_config(tmp_path: Path, feed_url: str, *, discord: bool = False) -> Pat
     return config
 
 
-@asynccontextmanager
-async def running(
+def running(
     tmp_path: Path, config: Path, env_extra: dict[str, str], name: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DISCORD_TOKEN", "TELEGRAM_TOKEN") and not k.startswith("COUNTERPARTY_")
-    }
-    env.update(PYTHONUNBUFFERED="1", **env_extra)
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "--config",
-            str(config),
-            "--db",
-            f"sqlite:///{tmp_path / 'bot.db'}",
-            "run",
-            stdout=output,
-            stderr=output,
-            env=env,
-            cwd=tmp_path,
-        )
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    db_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    return run_bot(tmp_path, config, db_url, child_env(**env_extra), tmp_path / f"{name}.log")
 
 
 async def stop(process: asyncio.subprocess.Process, log: Path) -> str:
@@ -194,9 +167,7 @@ async def test_discord_and_telegram_run_together_from_one_process(
         env = {
             "TELEGRAM_TOKEN": TOKEN,
             "COUNTERPARTY_TELEGRAM_API_BASE": fake.base_url,
-            "DISCORD_TOKEN": "fake-discord-token-for-tests",
-            "COUNTERPARTY_DISCORD_API_BASE": discord_fake.api_base,
-            "COUNTERPARTY_DISCORD_GATEWAY": discord_fake.gateway_url,
+            **discord_fake.bot_env("fake-discord-token-for-tests"),
         }
         async with running(tmp_path, config, env, "both") as process:
             await fake.wait_for(

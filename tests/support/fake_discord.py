@@ -158,6 +158,14 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
+    def bot_env(self, token: str = "fake-token-for-tests") -> dict[str, str]:
+        """The environment that points a ``counterparty run`` at this server, with ``token``."""
+        return {
+            "DISCORD_TOKEN": token,
+            "COUNTERPARTY_DISCORD_API_BASE": self.api_base,
+            "COUNTERPARTY_DISCORD_GATEWAY": self.gateway_url,
+        }
+
     # -- test controls ---------------------------------------------------------------------
 
     def fail(

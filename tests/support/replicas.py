@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -104,9 +106,16 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 async def start_run(
-    cwd: Path, config: Path, db_url: str, env: dict[str, str], log: Path
+    cwd: Path,
+    config: Path,
+    db_url: str,
+    env: dict[str, str],
+    log: Path,
+    *,
+    own_group: bool = False,
 ) -> asyncio.subprocess.Process:
-    """Start ``python -m bot --config CONFIG --db URL run`` with output appended to ``log``."""
+    """Start ``python -m bot --config CONFIG --db URL run`` with output appended to ``log``;
+    with ``own_group``, in a process group of its own (like a shell job)."""
     with log.open("ab") as output:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -121,7 +130,32 @@ async def start_run(
             stderr=output,
             env=env,
             cwd=cwd,
+            process_group=0 if own_group else None,
         )
+
+
+@asynccontextmanager
+async def running(
+    cwd: Path,
+    config: Path,
+    db_url: str,
+    env: dict[str, str],
+    log: Path,
+    *,
+    own_group: bool = False,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """:func:`start_run`, killed (with its whole group under ``own_group``) if still alive when
+    the block ends."""
+    process = await start_run(cwd, config, db_url, env, log, own_group=own_group)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            if own_group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+            await process.wait()
 
 
 async def stop_all(processes: list[asyncio.subprocess.Process]) -> None:
@@ -130,17 +164,6 @@ async def stop_all(processes: list[asyncio.subprocess.Process]) -> None:
             process.kill()
     for process in processes:
         await process.wait()
-
-
-async def until(condition: Callable[[], bool], what: str, within: float) -> None:
-    """Wait, with a deadline, for a condition on another process's state (its database, its
-    log, requests on a fake server in another thread)."""
-    try:
-        async with asyncio.timeout(within):
-            while not condition():  # noqa: ASYNC110 - state in another process/thread
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within:.0f} s waiting for {what}") from None
 
 
 def outbox_rows(db_url: str) -> list[Any]:
