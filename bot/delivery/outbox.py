@@ -31,7 +31,6 @@ post, ``targets.next_send_at`` is set ``pacing[platform]`` ahead, shared by ever
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import secrets
@@ -40,7 +39,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.delivery.records import (
@@ -235,37 +244,40 @@ class Outbox:
         """Send due messages once: up to ``limit`` targets, each in id order, concurrently."""
         if not self._senders:
             return DrainSummary()
-        heads = await asyncio.to_thread(self._candidates, now, limit)
+        candidates = await asyncio.to_thread(self._candidates, now, limit)
         # Targets go out concurrently, but only a few at a time: platforms count a bot's
         # requests globally too, and each send holds a database connection briefly.
         gate = asyncio.Semaphore(self._concurrency)
 
-        async def one(rows: list[Any]) -> DrainSummary:
+        async def one(platform: str, target: str) -> DrainSummary:
             async with gate:
-                return await self._drain_target(rows, now)
+                return await self._drain_target(platform, target, now)
 
-        results = await asyncio.gather(*(one(rows) for rows in heads))
+        results = await asyncio.gather(*(one(*key) for key in candidates))
         total = DrainSummary()
         for result in results:
             total += result
         return total
 
-    def _candidates(self, now: datetime, limit: int) -> list[list[Any]]:
-        """Per target, the leading run of due, unleased pending rows (in id order).
-
-        Targets are found by their oldest pending row first, so a target with a long blocked
-        queue (backoff, pacing) never hides the others; at most ``limit`` ready targets per
-        drain, and at most ``RUN_PER_TARGET`` rows of each."""
-        live = and_(
+    def _live(self) -> ColumnElement[bool]:
+        """Pending rows this process can send (its platforms, subscription not paused)."""
+        return and_(
             outbox.c.status == "pending",
             outbox.c.platform.in_(list(self._senders)),
             or_(outbox.c.subscription_id.is_(None), subscriptions.c.paused.is_(False)),
         )
+
+    def _candidates(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Targets whose oldest pending row looked ready, oldest head first (a plan, no lock).
+
+        Targets are found by their oldest pending row, so a target with a long blocked queue
+        (backoff, pacing) never hides the others; at most ``limit`` per drain. Each is claimed
+        later, row by row, by :meth:`_claim_head`, which checks everything again."""
         joined = outbox.outerjoin(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
         heads = (
             select(func.min(outbox.c.id).label("head"))
             .select_from(joined)
-            .where(live)
+            .where(self._live())
             .group_by(outbox.c.platform, outbox.c.target)
         )
         with self._engine.connect() as conn:
@@ -274,53 +286,75 @@ class Outbox:
                 for r in conn.execute(select(targets).where(targets.c.next_send_at > now))
             }
             head_rows = conn.execute(
-                select(outbox).where(outbox.c.id.in_(heads.scalar_subquery()))
+                select(outbox).where(outbox.c.id.in_(heads.scalar_subquery())).order_by(outbox.c.id)
             ).all()
-            groups: list[list[Any]] = []
-            for head in sorted(head_rows, key=lambda r: r.id):
-                if len(groups) >= limit:
-                    break
-                if (head.platform, head.target) in paced or not self._ready(head, now):
-                    continue  # later rows of this target must not overtake its head
-                run = conn.execute(
-                    select(outbox)
-                    .select_from(joined)
-                    .where(
-                        live,
-                        outbox.c.platform == head.platform,
-                        outbox.c.target == head.target,
-                        outbox.c.id >= head.id,
-                    )
-                    .order_by(outbox.c.id)
-                    .limit(RUN_PER_TARGET)
-                ).all()
-                ready = list(itertools.takewhile(lambda r: self._ready(r, now), run))
-                if ready:
-                    groups.append(ready)
-        return groups
+        ready = [
+            (row.platform, row.target)
+            for row in head_rows
+            if (row.platform, row.target) not in paced and self._ready(row, now)
+        ]
+        return ready[:limit]
 
     @staticmethod
     def _ready(row: Any, now: datetime) -> bool:
         leased = row.lease_until is not None and row.lease_until > now
         return bool(row.next_attempt_at <= now and not leased)
 
-    def _claim(self, row_id: int, now: datetime) -> bool:
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.id == row_id,
-                    outbox.c.status == "pending",
-                    or_(outbox.c.lease_until.is_(None), outbox.c.lease_until <= now),
-                )
-                .values(lease_owner=self.owner, lease_until=now + self._policy.lease)
-            )
-            return result.rowcount == 1
+    def _claim_head(self, platform: str, target: str, now: datetime) -> Any | None:
+        """Lease the target's oldest pending row if it is ready now; None when it is not.
 
-    async def _drain_target(self, rows: list[Any], now: datetime) -> DrainSummary:
+        Ready means: due, lease free, and the target not paced. Only the head is ever taken,
+        so a target's rows go out in id order whoever sends them. On PostgreSQL the head is
+        locked with ``FOR UPDATE SKIP LOCKED`` and leased in the same transaction: a replica
+        claiming the same target at that moment skips it instead of waiting, and the pacing
+        is read after the lock, so a post another replica committed meanwhile is seen. On
+        SQLite the claim is a single ``UPDATE ... RETURNING`` (one writer at a time)."""
+        joined = outbox.outerjoin(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
+        head_id = (
+            select(func.min(outbox.c.id))
+            .select_from(joined)
+            .where(self._live(), outbox.c.platform == platform, outbox.c.target == target)
+            .correlate(None)
+            .scalar_subquery()
+        )
+        ready = and_(
+            outbox.c.id == head_id,
+            outbox.c.status == "pending",
+            outbox.c.next_attempt_at <= now,
+            or_(outbox.c.lease_until.is_(None), outbox.c.lease_until <= now),
+        )
+        paced = (
+            select(targets.c.next_send_at)
+            .where(
+                targets.c.platform == platform,
+                targets.c.target == target,
+                targets.c.next_send_at > now,
+            )
+            .correlate(None)
+        )
+        lease = {"lease_owner": self.owner, "lease_until": now + self._policy.lease}
+        with self._engine.begin() as conn:
+            if conn.dialect.name != "postgresql":
+                return conn.execute(
+                    update(outbox)
+                    .where(ready, ~paced.exists())
+                    .values(**lease)
+                    .returning(*outbox.c)
+                ).first()
+            locked = select(outbox).where(ready).with_for_update(skip_locked=True)
+            row = conn.execute(locked).first()
+            if row is None or conn.execute(paced).first() is not None:
+                return None
+            conn.execute(update(outbox).where(outbox.c.id == row.id).values(**lease))
+            return row
+
+    async def _drain_target(self, platform: str, target: str, now: datetime) -> DrainSummary:
+        """Send the target's ready rows in order: one when the platform is paced, else up to
+        ``RUN_PER_TARGET``; stop at the first that is not sent."""
         total = DrainSummary()
-        for row in rows:
-            if not await asyncio.to_thread(self._claim, row.id, now):
+        for _ in range(RUN_PER_TARGET):
+            row = await asyncio.to_thread(self._claim_head, platform, target, now)
+            if row is None:
                 break
             message = _message(row)
             outcome = await self._send(message)
