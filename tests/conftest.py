@@ -3,7 +3,8 @@
 The storage backend is chosen by ``COUNTERPARTY_TEST_DB``: ``sqlite`` (default) or ``postgres``.
 With ``postgres``, each test gets its own freshly created database on the server at
 ``COUNTERPARTY_TEST_PG_URL`` (default: postgres@127.0.0.1:5432/test), dropped afterwards.
-Tests needing PostgreSQL itself use ``postgres_url``, which skips loudly when no server answers.
+Tests needing PostgreSQL itself use ``postgres_url``, which skips loudly when no server answers;
+``engine`` is ``database_url`` opened.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+
+from bot.storage.db import open_database
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("COUNTERPARTY_SHARED", REPO.parent / "shared"))
@@ -91,6 +94,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if TEST_DB == "postgres":
         return str(request.getfixturevalue("postgres_url"))
     return f"sqlite:///{tmp_path / 'counterparty.db'}"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """The test database opened by ``bot.storage.db.open_database``, disposed after the test."""
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(autouse=True)

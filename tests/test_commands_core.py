@@ -6,7 +6,6 @@ faked for ``add_feed``: a resolver function returning fixed addresses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,6 @@ from bot.commands.core import Caller, CommandCore
 from bot.commands.ssrf import UnsafeUrlError, address_problem, check_feed_url
 from bot.matching.catalog import Catalog, load_catalog
 from bot.storage import subscriptions as subs_repo
-from bot.storage.db import open_database
 from bot.storage.schema import digest_items, entries, feeds, matches, outbox
 
 NOW = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
@@ -37,13 +35,6 @@ def fake_resolve(host: str, port: int) -> list[str]:
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return load_catalog()
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from bot.delivery.records import OutboxMessage, Sent
 from bot.matching.catalog import load_catalog
 from bot.settings import DiscordSection, load_settings
 from bot.storage import subscriptions as subs_repo
-from bot.storage.db import open_database
 from bot.storage.schema import feeds
 from tests.support.fake_discord import APP_ID, FakeDiscord, Recorded, user_payload
 
@@ -39,13 +38,6 @@ DM_CHANNEL = "700000000000000003"
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
 EPHEMERAL = 64
 _ids = itertools.count(800_000_000_000_000_001)
-
-
-@pytest.fixture
-def engine(database_url: str) -> AsyncIterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

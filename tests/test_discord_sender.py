@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import discord
 import pytest
 
 from bot.commands.answers import Notice
 from bot.delivery.discord.render import render_answer
-from bot.delivery.discord.sender import DiscordSender, make_trace_config
+from bot.delivery.discord.sender import DiscordSender
 from bot.delivery.records import OutboxMessage, Rejected, RetryLater, Sent, TargetUnavailable
+from tests.support.discord_client import fake_discord_rest, logged_in_sender
 from tests.support.fake_discord import WEBHOOK_ID, WEBHOOK_URL, FakeDiscord
 
 CHANNEL = "123456789012345678"
@@ -22,23 +22,14 @@ CHANNEL = "123456789012345678"
 
 @pytest.fixture
 async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
+    async with fake_discord_rest(monkeypatch) as server:
         yield server
 
 
 @pytest.fixture
 async def sender(fake: FakeDiscord) -> AsyncIterator[DiscordSender]:
-    client = discord.Client(
-        intents=discord.Intents.none(),
-        allowed_mentions=discord.AllowedMentions.none(),
-        max_ratelimit_timeout=30,
-        http_trace=make_trace_config(),
-    )
-    await client.login("fake-token-for-tests")
-    async with aiohttp.ClientSession(trace_configs=[make_trace_config()]) as session:
-        yield DiscordSender(client, session, timeout=10)
-    await client.close()
+    async with logged_in_sender() as sender:
+        yield sender
 
 
 def message(

@@ -9,17 +9,15 @@ by the Discord and Telegram renderers, written to the outbox, drained through th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-import discord
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
 from bot.delivery.discord.render import DiscordRenderer
-from bot.delivery.discord.sender import DiscordSender, make_trace_config
+from bot.delivery.discord.sender import DiscordSender
 from bot.delivery.outbox import DeliveryPolicy, Outbox
 from bot.delivery.platform import Renderer
 from bot.delivery.telegram.client import make_bot
@@ -27,10 +25,10 @@ from bot.delivery.telegram.render import TelegramRenderer
 from bot.delivery.telegram.sender import TelegramSender
 from bot.digest.service import run_due_digests
 from bot.storage import subscriptions as subs_repo
-from bot.storage.db import open_database
 from bot.storage.schema import outbox
 from tests.digest_fixtures import CATALOG
 from tests.store_fixtures import add_entry, add_feed, add_match
+from tests.support.discord_client import fake_discord_rest, logged_in_sender
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_telegram import TOKEN, FakeTelegram
 
@@ -51,16 +49,8 @@ class Clock:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
+    async with fake_discord_rest(monkeypatch) as server:
         yield server
 
 
@@ -73,16 +63,8 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 async def discord_sender(fake_discord: FakeDiscord) -> AsyncIterator[DiscordSender]:
-    client = discord.Client(
-        intents=discord.Intents.none(),
-        allowed_mentions=discord.AllowedMentions.none(),
-        max_ratelimit_timeout=30,
-        http_trace=make_trace_config(),
-    )
-    await client.login("fake-token-for-tests")
-    async with aiohttp.ClientSession(trace_configs=[make_trace_config()]) as session:
-        yield DiscordSender(client, session, timeout=10)
-    await client.close()
+    async with logged_in_sender() as sender:
+        yield sender
 
 
 def seed_digests(engine: Engine) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,18 +11,10 @@ from bot.matching.catalog import load_catalog
 from bot.matching.matcher import Matcher
 from bot.matching.store import match_pending
 from bot.ops import metrics
-from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds, matches
 
 T0 = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)
 MATCHER = Matcher(load_catalog())
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 def add_entry(engine: Engine, feed_id: int, key: str, title: str, summary: str = "") -> int:

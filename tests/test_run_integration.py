@@ -30,7 +30,6 @@ from bot.feeds.pipeline import Poller
 from bot.ops import metrics
 from bot.settings import DeliverySection, Environment, FileConfig, Settings
 from bot.storage import subscriptions as subs_repo
-from bot.storage.db import open_database
 from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer, error
 from tests.support.replicas import child_env
@@ -222,13 +221,6 @@ class ScriptedSender:
 
     async def send(self, message: OutboxMessage) -> SendOutcome:
         return self.script.pop(0)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 def _value(name: str, labels: dict[str, str] | None = None) -> float:

@@ -49,13 +49,6 @@ LEADER_LEASE = 6.0
 TIMEOUT = 120.0
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
-
-
 # -- the leader lock ------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +27,6 @@ from bot.delivery.telegram.service import (
 from bot.matching.catalog import load_catalog
 from bot.settings import Settings, load_settings
 from bot.storage import subscriptions as subs_repo
-from bot.storage.db import open_database
 from tests.store_fixtures import add_entry, add_feed, add_match
 from tests.support.fake_telegram import BOT_USERNAME, TOKEN, FakeTelegram, check_telegram_html
 from tests.support.fake_telegram import Sent as FakeSent
@@ -37,13 +36,6 @@ GROUP = -1005550002
 ADMIN = 777
 MEMBER = 778
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

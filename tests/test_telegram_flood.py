@@ -9,7 +9,7 @@ pacer, so minutes of pacing take no wall-clock time and nothing sleeps."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +23,6 @@ from bot.delivery.telegram.sender import TelegramSender
 from bot.digest.service import run_due_digests
 from bot.matching.catalog import load_catalog
 from bot.storage import subscriptions as subs_repo
-from bot.storage.db import open_database
 from bot.storage.schema import outbox
 from tests.store_fixtures import add_entry, add_feed, add_match
 from tests.support.fake_telegram import TOKEN, FakeTelegram, check_telegram_html
@@ -31,13 +30,6 @@ from tests.support.fake_telegram import TOKEN, FakeTelegram, check_telegram_html
 GROUP = -1009990001
 T0 = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)
 ITEMS = 200
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
