@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.support.loopback import LoopbackFake
 
 APP_ID = 900000000000000001
 BOT_USER_ID = 900000000000000002
@@ -105,50 +106,32 @@ def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any
     }
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackFake):
     """The fake server. ``async with FakeDiscord() as fake:`` starts it on a free loopback port."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
         self.messages: dict[str, list[dict[str, Any]]] = {}  # channel id (or webhook id) -> posts
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> synced
         self.failures: list[Failure] = []
         self._nonces: dict[tuple[str, str], dict[str, Any]] = {}
         self._ids = itertools.count(1_100_000_000_000_000_000)
-        self._changed = asyncio.Condition()
         self._gateway = _GatewayState()
-        self._runner: web.AppRunner | None = None
         self._released = asyncio.Event()
         self._released.set()
-        self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeDiscord:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/gateway", self._gateway_socket)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         self.release()
         for socket in list(self._gateway.sockets):
             await socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
 
     @property
     def api_base(self) -> str:
@@ -191,13 +174,6 @@ class FakeDiscord:
 
     def requests_to(self, method: str, path_fragment: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and path_fragment in r.path]
-
-    async def wait_for(
-        self, predicate: Callable[[FakeDiscord], bool], *, within: float = 10.0
-    ) -> None:
-        """Wait until ``predicate(self)`` holds (checked after every request); fail on timeout."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), within)
 
     async def wait_for_request(
         self, method: str, path_fragment: str, *, count: int = 1, within: float = 10.0

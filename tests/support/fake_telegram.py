@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
+
+from tests.support.loopback import LoopbackFake
 
 BOT_ID = 7000000001
 BOT_USERNAME = "counterparty_test_bot"
@@ -193,10 +194,11 @@ def user_payload(user_id: int, name: str = "Reader", *, bot: bool = False) -> di
     return data
 
 
-class FakeTelegram:
+class FakeTelegram(LoopbackFake):
     """The fake server. ``async with FakeTelegram() as fake:`` starts it on a free loopback port."""
 
     def __init__(self, *, long_poll_cap: float = 0.25) -> None:
+        super().__init__()
         self.calls: list[Call] = []
         self.sent: list[Sent] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}  # scope type -> commands
@@ -208,37 +210,18 @@ class FakeTelegram:
         self._state = _State()
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
-        self._changed = asyncio.Condition()
         self._new_update = asyncio.Event()
         self._released = asyncio.Event()
         self._forgotten: set[int] = set()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeTelegram:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         self._released.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
 
     @property
     def base_url(self) -> str:
@@ -372,13 +355,6 @@ class FakeTelegram:
     def callback(self, chat_id: int, user_id: int, data: str, *, message_id: int = 1) -> int:
         """Queue a press on an inline button carrying ``data``."""
         return self.push_update(self.callback_update(chat_id, user_id, data, message_id=message_id))
-
-    async def wait_for(
-        self, predicate: Callable[[FakeTelegram], bool], *, within: float = 10.0
-    ) -> None:
-        """Wait until ``predicate(self)`` holds (checked after every call); fail on timeout."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), within)
 
     async def wait_for_calls(
         self, method: str, *, count: int = 1, within: float = 10.0
