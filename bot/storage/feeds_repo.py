@@ -356,18 +356,17 @@ def record_failure(
         )
 
 
-def _existing(engine: Engine, feed_id: int, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+def _existing(conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
     found: dict[str, tuple[str, int]] = {}
-    with engine.connect() as conn:
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start : start + _IN_CHUNK]
-            rows = conn.execute(
-                select(entries.c.entry_key, entries.c.content_hash, entries.c.update_count).where(
-                    entries.c.feed_id == feed_id, entries.c.entry_key.in_(chunk)
-                )
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        rows = conn.execute(
+            select(entries.c.entry_key, entries.c.content_hash, entries.c.update_count).where(
+                entries.c.feed_id == feed_id, entries.c.entry_key.in_(chunk)
             )
-            for key, content_hash, count in rows:
-                found[key] = (content_hash, count)
+        )
+        for key, content_hash, count in rows:
+            found[key] = (content_hash, count)
     return found
 
 
@@ -384,16 +383,24 @@ def _entry_values(entry: ParsedEntry) -> dict[str, Any]:
     }
 
 
+_KEY = [entries.c.feed_id, entries.c.entry_key]
+_INSERT_POSTGRESQL = (
+    postgresql.insert(entries).on_conflict_do_nothing(index_elements=_KEY).returning(entries.c.id)
+)
+_INSERT_SQLITE = sqlite.insert(entries).on_conflict_do_nothing(index_elements=_KEY)
+
+
 def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(entries)
-        .on_conflict_do_nothing(index_elements=[entries.c.feed_id, entries.c.entry_key])
-        .returning(entries.c.id)
-    )
+    """Insert, skipping rows another poller stored meanwhile; returns how many were new.
+
+    On SQLite a plain executemany, whose rowcount is the sum of the rows each insert changed (a
+    skipped conflict changes none): a third cheaper than RETURNING, which SQLAlchemy runs as
+    batched multi-row statements. PostgreSQL counts the RETURNING rows."""
+    if conn.dialect.name != "postgresql":
+        return int(conn.execute(_INSERT_SQLITE, rows).rowcount)
     inserted = 0
     for start in range(0, len(rows), _IN_CHUNK):
-        inserted += len(conn.execute(statement, rows[start : start + _IN_CHUNK]).all())
+        inserted += len(conn.execute(_INSERT_POSTGRESQL, rows[start : start + _IN_CHUNK]).all())
     return inserted
 
 
@@ -418,8 +425,9 @@ def store_entries(
     With ``baseline`` (the feed's first successful poll) entries published before
     ``now - baseline_window``, or without a date, are stored with ``announce = false``."""
     keys = [entry.entry_key for entry in parsed.entries]
-    known = _existing(engine, feed_id, keys)
     with engine.begin() as conn:
+        # The feed row first: the transaction starts with a write (see the module docstring),
+        # and the keys read next cannot change under it.
         conn.execute(
             update(feeds)
             .where(feeds.c.id == feed_id)
@@ -440,6 +448,7 @@ def store_entries(
                 lease_until=None,
             )
         )
+        known = _existing(conn, feed_id, keys)
         cutoff = now - baseline_window
         fresh: list[dict[str, Any]] = []
         updated = 0
