@@ -3,22 +3,31 @@
 * Two outbox drains at once (two replicas): no row is sent twice, every row is sent, a target's
   rows go out in id order, and both drains send some (one cannot take everything while the
   other waits).
+* Two pollers on one PostgreSQL polling a large due set: every feed fetched exactly once (counted
+  on the feed server), and a poller that starts while the other is busy still gets a share
+  (due feeds are claimed in chunks, not all at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 
 from bot.delivery.outbox import DeliveryPolicy, Outbox, enqueue_digest
 from bot.delivery.records import OutboxMessage, SendOutcome, Sent
+from bot.feeds.pipeline import Poller
+from bot.settings import Environment, FileConfig, Settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
 from bot.storage.schema import outbox
+from tests.support.feedserver import FeedServer, slow
+from tests.support.replicas import sample_rss
 
 T0 = datetime(2026, 3, 6, 12, tzinfo=UTC)
 PLATFORM = "fakechat"
@@ -97,3 +106,47 @@ async def test_two_drains_on_postgres_split_the_rows_and_never_send_one_twice(
     with pg_engine.connect() as conn:
         statuses = conn.execute(select(outbox.c.status, outbox.c.lease_owner)).all()
     assert {(status, owner) for status, owner in statuses} == {("sent", None)}
+
+
+async def test_two_pollers_on_postgres_split_a_large_due_set_and_fetch_each_feed_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    feeds = 60
+    now = datetime.now(UTC)
+    with FeedServer(tmp_path) as server:
+        paths = [f"wire-{n}.xml" for n in range(feeds)]
+        for n, path in enumerate(paths):
+            server.put(path, sample_rss(n, now))
+            # Each answer takes a moment, so the first poller is still busy when the second
+            # one ticks: the due set is what they must split.
+            server.behave(path, slow(0.05))
+        config = FileConfig.model_validate(
+            {
+                "feeds": [{"url": server.url(path)} for path in paths],
+                # 2 x 2 workers per poller, so a chunk is 4 feeds.
+                "fetch": {"jitter": "1s", "global_concurrency": 2},
+            }
+        )
+        settings = Settings(
+            file=config, env=Environment(), config_path=None, database_url=postgres_url
+        )
+        engine = open_database(postgres_url)
+        try:
+            async with (
+                Poller(settings, engine, owner="replica-1") as first,
+                Poller(settings, engine, owner="replica-2") as second,
+            ):
+                await first.sync_config(now)
+                first_poll = asyncio.create_task(first.poll_due(now))
+                # The second replica ticks once the first one is under way.
+                assert await asyncio.to_thread(server.wait_for_requests, 1, timeout=30)
+                second_summary = await second.poll_due(now)
+                first_summary = await first_poll
+        finally:
+            engine.dispose()
+        per_path = Counter(seen.path for seen in server.requests)
+    assert per_path == Counter(dict.fromkeys(paths, 1))  # every feed once, none twice
+    assert first_summary.fetched + second_summary.fetched == feeds
+    assert first_summary.fetched > 0
+    assert second_summary.fetched > 0  # the second replica was not left with nothing
+    assert first_summary.failed == second_summary.failed == 0

@@ -17,6 +17,7 @@ re-running a poll after a crash stores nothing twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import gc
 import hashlib
@@ -243,36 +244,57 @@ class Poller:
     async def _poll(self, now: datetime, *, due_only: bool) -> PollSummary:
         if self._fetcher is None:
             raise RuntimeError("use the Poller as `async with Poller(...) as poller`")
-        claimed = await asyncio.to_thread(
-            feeds_repo.claim_feeds,
-            self._engine,
-            now=now,
-            owner=self._owner,
-            lease=self._lease,
-            due_only=due_only,
-        )
-        if not claimed:
-            return PollSummary()
-        feeds_left = iter(claimed)
+        workers = 2 * self._fetch.global_concurrency
+        # Due feeds are claimed a chunk at a time (one chunk per worker set), and claimed again
+        # while due work is left, so replicas ticking at once split a large due set instead of
+        # the first one leasing all of it. Each chunk has an owner of its own: a new claim never
+        # re-takes a feed this poll still holds (e.g. a 304 not yet written in its batch).
+        # `poll --once` (not due_only) takes every feed in one claim: a second claim would hand
+        # out again the feeds this run already fetched.
+        chunk = workers if due_only else None
+        held: dict[str, list[int]] = {}
+        queue: collections.deque[FeedState] = collections.deque()
+        claim_lock = asyncio.Lock()
+        exhausted = False
+
+        async def next_feed() -> FeedState | None:
+            nonlocal exhausted
+            async with claim_lock:
+                if not queue and not exhausted:
+                    owner = f"{self._owner}/{len(held)}"
+                    batch = await asyncio.to_thread(
+                        feeds_repo.claim_feeds,
+                        self._engine,
+                        now=now,
+                        owner=owner,
+                        lease=self._lease,
+                        due_only=due_only,
+                        limit=chunk,
+                    )
+                    held[owner] = [state.id for state in batch]
+                    queue.extend(batch)
+                    exhausted = not batch or chunk is None
+                return queue.popleft() if queue else None
 
         async def worker() -> PollSummary:
-            # A fixed set of workers share one iterator, instead of one task per feed: starting
-            # thousands of tasks at once would itself stall the event loop.
+            # A fixed set of workers take feeds one by one, instead of one task per feed:
+            # starting thousands of tasks at once would itself stall the event loop.
             total = PollSummary()
-            for state in feeds_left:
+            while (state := await next_feed()) is not None:
                 total += await self._poll_one(state, now)
             return total
 
-        workers = min(len(claimed), 2 * self._fetch.global_concurrency)
         try:
             results = await asyncio.gather(*(worker() for _ in range(workers)))
             await self._flush()
         finally:
             # Leases are released by each record_* call; this only matters after a cancellation
             # or a database error, and never touches another owner's lease.
-            await asyncio.to_thread(
-                feeds_repo.release_feeds, self._engine, [s.id for s in claimed], self._owner
-            )
+            for owner, ids in held.items():
+                if ids:
+                    await asyncio.to_thread(feeds_repo.release_feeds, self._engine, ids, owner)
+        if not any(held.values()):
+            return PollSummary()
         total = sum(results, PollSummary())
         log.info("poll: %s", total.to_json())
         return total
