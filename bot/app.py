@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from bot.delivery.console import ConsoleRenderer, ConsoleSender
 from bot.delivery.outbox import DeliveryPolicy, Outbox, pending_depth
@@ -73,6 +73,10 @@ KEEP_DELIVERED = timedelta(days=30)
 STOP_GRACE = 30.0
 # A first console run also shows what was stored (e.g. by `poll --once`) this long before it.
 CONSOLE_LOOKBACK = timedelta(hours=24)
+# A start-up step the bot cannot do without (the config syncs) is tried again while the database
+# is unreachable: after 1 s, then twice as long each time, at most this long apart.
+STARTUP_RETRY_FIRST = 1.0
+STARTUP_RETRY_MAX = 30.0
 
 # Platform module per token; each exposes build(settings, engine, catalog).
 PLATFORM_MODULES = {
@@ -125,12 +129,19 @@ def redacted_url(url: str) -> str:
 
 
 def startup_message(
-    *, feed_count: int, database_url: str, subscriptions: Mapping[str, int], console: bool
+    *,
+    feed_count: int | None,
+    database_url: str,
+    subscriptions: Mapping[str, int] | None,
+    console: bool,
 ) -> str:
     """The two lines ``counterparty run`` logs once it is running, for someone new to it:
-    what it polls, where it stores, where digests go, how to stop it."""
+    what it polls, where it stores, where digests go, how to stop it. ``None`` counts (the
+    database did not answer the count) are left out."""
     if console:
         where = "digests are printed here (no Discord or Telegram token is set)"
+    elif subscriptions is None:
+        where = "digests go to the subscriptions in the database"
     else:
         parts = [
             f"{PLATFORM_LABELS[platform]} ({count} subscription{'' if count == 1 else 's'})"
@@ -138,7 +149,10 @@ def startup_message(
             if platform in PLATFORM_LABELS
         ]
         where = "digests go to " + (", ".join(parts) or "no subscription yet")
-    feeds_text = f"{feed_count} feed{'' if feed_count == 1 else 's'}"
+    if feed_count is None:
+        feeds_text = "the enabled feeds"
+    else:
+        feeds_text = f"{feed_count} feed{'' if feed_count == 1 else 's'}"
     return (
         f"counterparty is running: polling {feeds_text}, database {redacted_url(database_url)};"
         f" {where}.\nPress Ctrl-C (or send SIGTERM) to stop."
@@ -345,16 +359,24 @@ class App:
         from bot.matching.matcher import Matcher
 
         self._matcher = Matcher(self.catalog)
-        await asyncio.to_thread(self.sync_subscriptions)
+        # After the migrations, no start-up step may end the process on a database outage: the
+        # config syncs wait for the database, the rest log and go on (the jobs catch up).
+        subscriptions_synced = await _until_done(
+            "subscriptions sync", lambda: asyncio.to_thread(self.sync_subscriptions), stop
+        )
+        if not subscriptions_synced:
+            return
         async with Poller(self.settings, self.engine, owner=self.owner) as poller:
             self._poller = poller
-            await poller.sync_config()
+            if not await _until_done("feeds sync", poller.sync_config, stop):
+                self._poller = None
+                return
             started: list[PlatformService] = []
             try:
                 for service in self.services:
                     await service.start()
                     started.append(service)
-                await self.heartbeat()
+                await _logged("heartbeat", self.heartbeat)()
                 # Start-up round: never-fetched feeds, then everything stored but undelivered.
                 await _logged("poll", self._poll_only)()
                 await _logged("match", self.match)()
@@ -363,7 +385,18 @@ class App:
                 scheduler = AsyncIOScheduler(timezone=UTC)
                 self._schedule(scheduler)
                 scheduler.start()
-                feed_count, per_platform = await asyncio.to_thread(count_for_startup, self.engine)
+                feed_count: int | None = None
+                per_platform: dict[str, int] | None = None
+                try:
+                    feed_count, per_platform = await asyncio.to_thread(
+                        count_for_startup, self.engine
+                    )
+                except SQLAlchemyError:
+                    # Only the message's numbers are missing; the jobs are running already.
+                    log.warning(
+                        "could not count feeds and subscriptions for the start-up message",
+                        exc_info=True,
+                    )
                 log.info(
                     "%s",
                     startup_message(
@@ -403,6 +436,28 @@ class App:
             await asyncio.wait_for(all_locks(), timeout=STOP_GRACE)
         except TimeoutError:
             log.warning("a job was still running after %.0f s; stopping anyway", STOP_GRACE)
+
+
+async def _until_done(name: str, work: Callable[[], Awaitable[Any]], stop: asyncio.Event) -> bool:
+    """Run a start-up step the bot needs, again while the database is unreachable
+    (``OperationalError``), waiting longer each time. ``False`` when ``stop`` was set first."""
+    delay = STARTUP_RETRY_FIRST
+    while not stop.is_set():
+        try:
+            await work()
+        except OperationalError:
+            log.warning(
+                "start-up step %s: the database did not answer; trying again in %.0f s",
+                name,
+                delay,
+                exc_info=True,
+            )
+        else:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, STARTUP_RETRY_MAX)
+    return False
 
 
 def _logged(name: str, func: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
