@@ -27,6 +27,7 @@ from bot.matching.catalog import load_catalog
 from bot.settings import DiscordSection, load_settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.schema import feeds
+from tests.support.discord_client import restore_discord_endpoints
 from tests.support.fake_discord import APP_ID, FakeDiscord, Recorded, user_payload
 
 GUILD = "700000000000000001"
@@ -43,9 +44,7 @@ _ids = itertools.count(800_000_000_000_000_001)
 @pytest.fixture
 async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as server:
-        # build() points discord.py at these; monkeypatch restores Discord's own afterwards
-        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-        monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
+        restore_discord_endpoints(monkeypatch)
         yield server
 
 
@@ -61,11 +60,7 @@ async def service(
     settings = load_settings(
         config,
         database_url=database_url,
-        environ={
-            "DISCORD_TOKEN": "fake-token-for-tests",
-            "COUNTERPARTY_DISCORD_API_BASE": fake.api_base,
-            "COUNTERPARTY_DISCORD_GATEWAY": fake.gateway_url,
-        },
+        environ=fake.bot_env(),
     )
     built = build(settings, engine, load_catalog())
     assert built is not None

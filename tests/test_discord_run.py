@@ -11,7 +11,6 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.support.fake_discord import APP_ID, FakeDiscord
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import child_env, outbox_rows
 from tests.support.replicas import running as run_bot
+from tests.support.sample_feeds import SampleItem, rss_document
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -41,17 +41,17 @@ SAMPLE_ITEMS = [
 
 
 def sample_rss(now: datetime) -> bytes:
-    items = "".join(
-        f"<item><title>{title}</title><link>https://sample.example/{n}</link>"
-        f"<guid>sample-{n}</guid><pubDate>{format_datetime(now)}</pubDate>"
-        f"<description>{summary}</description></item>"
+    items = [
+        SampleItem(title, summary, f"https://sample.example/{n}", f"sample-{n}")
         for n, (title, summary) in enumerate(SAMPLE_ITEMS)
+    ]
+    return rss_document(
+        title="Test sample wire",
+        link="https://sample.example/",
+        description="test",
+        items=items,
+        published=now,
     )
-    return (
-        '<?xml version="1.0"?><rss version="2.0"><channel><title>Test sample wire</title>'
-        f"<link>https://sample.example/</link><description>test</description>{items}"
-        "</channel></rss>"
-    ).encode()
 
 
 @pytest.fixture

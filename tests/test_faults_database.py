@@ -16,11 +16,9 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import discord
 import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.engine import make_url
@@ -32,9 +30,11 @@ from bot.matching.catalog import load_catalog
 from bot.settings import Environment, FileConfig, Settings
 from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds
+from tests.support.discord_client import restore_discord_endpoints
 from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import item_marker, sample_rss
+from tests.support.sample_feeds import SampleItem, rss_document
 from tests.support.waiting import until
 
 CHANNEL = "700000000000000401"
@@ -44,13 +44,7 @@ TIMEOUT = 60.0
 @pytest.fixture
 async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as server:
-        # build() points discord.py's class-level endpoints at the fake; undo that afterwards.
-        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-        monkeypatch.setattr(
-            discord.gateway.DiscordWebSocket,
-            "DEFAULT_GATEWAY",
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-        )
+        restore_discord_endpoints(monkeypatch)
         yield server
 
 
@@ -99,14 +93,34 @@ def bot_settings(feed_server: FeedServer, fake: FakeDiscord, database_url: str) 
             ],
         }
     )
-    env = Environment.from_mapping(
-        {
-            "DISCORD_TOKEN": "fake-token-for-tests",
-            "COUNTERPARTY_DISCORD_API_BASE": fake.api_base,
-            "COUNTERPARTY_DISCORD_GATEWAY": fake.gateway_url,
-        }
-    )
+    env = Environment.from_mapping(fake.bot_env())
     return Settings(file=file, env=env, config_path=None, database_url=database_url)
+
+
+def start_app(
+    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """The bot, its Discord service aimed at the fake, running as a task in this loop with INFO
+    logs captured; set the returned event to stop it."""
+    catalog = load_catalog(None)
+    service = discord_service.build(settings, engine, catalog)
+    assert service is not None
+    app = App(settings, engine, catalog, services=[service])
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO)
+    return asyncio.create_task(app.run(stop)), stop
+
+
+async def first_item_posted(fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+    """Wait until feed 0's matching item is posted once and the bot has said it is running."""
+    await fake.wait_for(lambda f: posts_carrying(f, item_marker(0)) == 1, within=TIMEOUT)
+    await until(lambda: is_running(caplog), "the bot's start-up message", TIMEOUT)
+
+
+def feed_with_a_second_item() -> bytes:
+    """Feed 0's items and, after them, feed 1's matching item (``item_marker(1)``)."""
+    first = sample_rss(0, datetime.now(UTC), quiet=False)
+    return first.replace(b"</channel>", _extra_item(1) + b"</channel>")
 
 
 async def test_locked_database_jobs_log_retry_and_catch_up(
@@ -117,23 +131,15 @@ async def test_locked_database_jobs_log_retry_and_catch_up(
     settings = bot_settings(feed_server, fake, f"sqlite:///{db_path}")
     engine = open_database(settings.database_url)
     short_busy_timeout(engine, 100)
-    catalog = load_catalog(None)
-    service = discord_service.build(settings, engine, catalog)
-    assert service is not None
-    app = App(settings, engine, catalog, services=[service])
-    stop = asyncio.Event()
-    caplog.set_level(logging.INFO)
-    running = asyncio.create_task(app.run(stop))
+    running, stop = start_app(settings, engine, caplog)
     locker: sqlite3.Connection | None = None
     try:
-        await fake.wait_for(lambda f: posts_carrying(f, item_marker(0)) == 1, within=TIMEOUT)
-        await until(lambda: is_running(caplog), "the bot's start-up message", TIMEOUT)
+        await first_item_posted(fake, caplog)
 
         # Another process takes the write lock and keeps it; meanwhile a new item appears.
         locker = sqlite3.connect(db_path, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
-        first = sample_rss(0, datetime.now(UTC), quiet=False)
-        feed_server.put("wire.xml", first.replace(b"</channel>", _extra_item(1) + b"</channel>"))
+        feed_server.put("wire.xml", feed_with_a_second_item())
 
         def locked_failures() -> int:
             return sum(
@@ -171,17 +177,22 @@ def _extra_item(n: int) -> bytes:
 
 
 def big_feed(count: int, now: datetime) -> bytes:
-    items = "".join(
-        f"<item><title>Test sample item {n}</title><link>https://sample.example/big/{n}</link>"
-        f"<guid>big-{n}</guid><pubDate>{format_datetime(now)}</pubDate>"
-        f"<description>Test sample text number {n}, padded {'x' * 200}</description></item>"
+    items = [
+        SampleItem(
+            f"Test sample item {n}",
+            f"Test sample text number {n}, padded {'x' * 200}",
+            f"https://sample.example/big/{n}",
+            f"big-{n}",
+        )
         for n in range(count)
+    ]
+    return rss_document(
+        title="Test sample big",
+        link="https://sample.example/big",
+        description="d",
+        items=items,
+        published=now,
     )
-    return (
-        '<?xml version="1.0"?><rss version="2.0"><channel><title>Test sample big</title>'
-        f"<link>https://sample.example/big</link><description>d</description>{items}"
-        "</channel></rss>"
-    ).encode()
 
 
 def integrity(path: Path) -> str:
@@ -313,20 +324,12 @@ async def test_unreachable_postgres_jobs_log_retry_and_catch_up(
     settings = bot_settings(feed_server, fake, url)
     # In a thread: the proxy runs on this event loop.
     engine = await asyncio.to_thread(open_database, url)
-    catalog = load_catalog(None)
-    service = discord_service.build(settings, engine, catalog)
-    assert service is not None
-    app = App(settings, engine, catalog, services=[service])
-    stop = asyncio.Event()
-    caplog.set_level(logging.INFO)
-    running = asyncio.create_task(app.run(stop))
+    running, stop = start_app(settings, engine, caplog)
     try:
-        await fake.wait_for(lambda f: posts_carrying(f, item_marker(0)) == 1, within=TIMEOUT)
-        await until(lambda: is_running(caplog), "the bot's start-up message", TIMEOUT)
+        await first_item_posted(fake, caplog)
 
         await proxy.cut()
-        first = sample_rss(0, datetime.now(UTC), quiet=False)
-        feed_server.put("wire.xml", first.replace(b"</channel>", _extra_item(1) + b"</channel>"))
+        feed_server.put("wire.xml", feed_with_a_second_item())
 
         def failed_runs() -> int:
             return sum("failed; it runs again" in r.getMessage() for r in caplog.records)

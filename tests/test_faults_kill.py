@@ -22,6 +22,7 @@ from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer, slow
 from tests.support.replicas import (
     child_env,
+    fanout_config,
     item_marker,
     outbox_rows,
     sample_rss,
@@ -54,20 +55,13 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 
 def write_config(tmp_path: Path, server: FeedServer) -> Path:
-    feeds = "".join(
-        f'[[feeds]]\nurl = "{server.url(f"k{n}.xml")}"\ninterval = "1h"\n\n' for n in range(FEEDS)
-    )
-    subscriptions = "".join(
-        f'[[subscriptions]]\nplatform = "discord"\ntarget = "{channel}"\n'
-        'cadence = "instant"\nmax_items = 100\n\n'
-        for channel in CHANNELS
-    )
+    feeds = [server.url(f"k{n}.xml") for n in range(FEEDS)]
     config = tmp_path / "feeds.toml"
     config.write_text(
         # A short feed lease and delivery lease: work a killed process held is taken over soon.
         '[fetch]\nparse_workers = 1\ntick = "1s"\ndeadline = "2s"\nlease = "3s"\n'
         "per_host_concurrency = 2\n\n"
-        '[delivery]\ndrain_interval = "1s"\nlease = "3s"\n\n' + feeds + subscriptions,
+        '[delivery]\ndrain_interval = "1s"\nlease = "3s"\n\n' + fanout_config(feeds, CHANNELS),
         encoding="utf-8",
     )
     return config

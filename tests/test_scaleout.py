@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import discord
 import pytest
 from aiohttp import web
 from sqlalchemy import Engine, text
@@ -30,11 +29,13 @@ from bot.ops.leader import LeaderLock
 from bot.storage import feeds_repo
 from bot.storage.db import open_database
 from bot.storage.feeds_repo import ConfiguredFeed
+from tests.support.discord_client import restore_discord_endpoints
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_telegram import TOKEN, FakeTelegram
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import (
     child_env,
+    fanout_config,
     item_marker,
     outbox_rows,
     sample_rss,
@@ -279,19 +280,12 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 
 def write_config(tmp_path: Path, server: FeedServer) -> Path:
-    feeds = "".join(
-        f'[[feeds]]\nurl = "{server.url(f"f{n}.xml")}"\ninterval = "1h"\n\n' for n in range(FEEDS)
-    )
-    subscriptions = "".join(
-        f'[[subscriptions]]\nplatform = "discord"\ntarget = "{channel}"\n'
-        'cadence = "instant"\nmax_items = 100\n\n'
-        for channel in CHANNELS
-    )
+    feeds = [server.url(f"f{n}.xml") for n in range(FEEDS)]
     config = tmp_path / "feeds.toml"
     config.write_text(
         f'[bot]\nleader_lease = "{LEADER_LEASE:.0f}s"\n\n'
         '[fetch]\nparse_workers = 1\ntick = "1s"\n\n'
-        '[delivery]\ndrain_interval = "1s"\nlease = "20s"\n\n' + feeds + subscriptions,
+        '[delivery]\ndrain_interval = "1s"\nlease = "20s"\n\n' + fanout_config(feeds, CHANNELS),
         encoding="utf-8",
     )
     return config
@@ -472,12 +466,7 @@ async def test_discord_gateway_follows_the_role_lost_and_regained(
     lock = LeaderLock(engine_a, "discord", owner="a", lease=timedelta(seconds=0.6))
     rival = LeaderLock(engine_b, "discord", owner="b", lease=timedelta(seconds=30))
     async with FakeDiscord() as fake:
-        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-        monkeypatch.setattr(
-            discord.gateway.DiscordWebSocket,
-            "DEFAULT_GATEWAY",
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-        )
+        restore_discord_endpoints(monkeypatch)
         configure_endpoints(api_base=fake.api_base, gateway=fake.gateway_url)
         service = DiscordService(
             token=SecretStr("fake-token-for-tests"),

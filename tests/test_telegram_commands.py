@@ -8,6 +8,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from bot.delivery.telegram.service import (
     BOT_COMMANDS,
     TelegramService,
     TelegramStartError,
+    UpdatesLock,
     build,
     parse_subscribe_args,
 )
@@ -59,15 +61,26 @@ def settings_for(
     return load_settings(path, database_url=database_url, environ=environ)
 
 
+@asynccontextmanager
+async def started(
+    settings: Settings, engine: Engine, *, updates_lock: UpdatesLock | None = None
+) -> AsyncIterator[TelegramService]:
+    """The service ``build()`` makes from ``settings``, started; stopped when the block ends."""
+    built = build(settings, engine, load_catalog(), updates_lock=updates_lock)
+    assert built is not None
+    await built.start()
+    try:
+        yield built
+    finally:
+        await built.stop()
+
+
 @pytest.fixture
 async def service(
     fake: FakeTelegram, engine: Engine, tmp_path: Path, database_url: str
 ) -> AsyncIterator[TelegramService]:
-    built = build(settings_for(tmp_path, database_url, fake), engine, load_catalog())
-    assert built is not None
-    await built.start()
-    yield built
-    await built.stop()
+    async with started(settings_for(tmp_path, database_url, fake), engine) as built:
+        yield built
 
 
 async def command(
@@ -440,12 +453,9 @@ async def test_without_the_updates_lock_the_service_only_sends(
     fake: FakeTelegram, engine: Engine, tmp_path: Path, database_url: str
 ) -> None:
     lock = HeldElsewhere()
-    built = build(
-        settings_for(tmp_path, database_url, fake), engine, load_catalog(), updates_lock=lock
-    )
-    assert built is not None
-    await built.start()
-    try:
+    async with started(
+        settings_for(tmp_path, database_url, fake), engine, updates_lock=lock
+    ) as built:
         assert not built.receiving
         assert lock.asked == 1
         (sender,) = built.senders
@@ -455,8 +465,6 @@ async def test_without_the_updates_lock_the_service_only_sends(
         )
         assert isinstance(outcome, Sent)
         assert fake.calls_to("getUpdates") == []
-    finally:
-        await built.stop()
 
 
 class FreedLater:
@@ -481,16 +489,11 @@ async def test_a_standby_takes_over_when_the_lock_frees(
 ) -> None:
     lock = FreedLater()
     settings = settings_for(tmp_path, database_url, fake)
-    built = build(settings, engine, load_catalog(), updates_lock=lock)
-    assert built is not None
-    await built.start()
-    try:
+    async with started(settings, engine, updates_lock=lock) as built:
         assert not built.receiving
         await fake.wait_for_calls("getUpdates")
         assert built.receiving
         assert "putin-deal" in text_of(await command(fake, PRIVATE, ADMIN, "/themes"))
-    finally:
-        await built.stop()
     assert lock.released.is_set()
 
 
@@ -517,12 +520,9 @@ async def test_losing_the_updates_lock_stops_receiving_until_it_is_regained(
     fake: FakeTelegram, engine: Engine, tmp_path: Path, database_url: str
 ) -> None:
     lock = LostOnce()
-    built = build(
-        settings_for(tmp_path, database_url, fake), engine, load_catalog(), updates_lock=lock
-    )
-    assert built is not None
-    await built.start()
-    try:
+    async with started(
+        settings_for(tmp_path, database_url, fake), engine, updates_lock=lock
+    ) as built:
         assert built.receiving
         lock.lost.set()
         await asyncio.wait_for(lock.released.wait(), 10)
@@ -530,8 +530,6 @@ async def test_losing_the_updates_lock_stops_receiving_until_it_is_regained(
         await fake.wait_for(lambda f: len(f.calls_to("deleteWebhook")) == 2)
         assert lock.acquired == 2
         assert "putin-deal" in text_of(await command(fake, PRIVATE, ADMIN, "/themes"))
-    finally:
-        await built.stop()
 
 
 def free_port() -> int:
@@ -549,10 +547,7 @@ async def test_webhook_mode_registers_and_accepts_only_telegrams_secret(
         f'[telegram]\nmode = "webhook"\nwebhook_url = "{url}"\n'
         f'webhook_listen = "127.0.0.1"\nwebhook_port = {port}\n'
     )
-    built = build(settings_for(tmp_path, database_url, fake, config=config), engine, load_catalog())
-    assert built is not None
-    await built.start()
-    try:
+    async with started(settings_for(tmp_path, database_url, fake, config=config), engine):
         (registered,) = fake.calls_to("setWebhook")
         assert registered.params["url"] == url
         secret = registered.params["secret_token"]
@@ -569,6 +564,4 @@ async def test_webhook_mode_registers_and_accepts_only_telegrams_secret(
         await fake.wait_for(lambda f: bool(f.sent_to(PRIVATE)))
         assert "putin-deal" in text_of(fake.sent_to(PRIVATE))
         assert fake.calls_to("getUpdates") == []
-    finally:
-        await built.stop()
     assert fake.calls_to("deleteWebhook")

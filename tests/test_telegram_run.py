@@ -12,7 +12,6 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from tests.support.fake_telegram import TOKEN, FakeTelegram, check_telegram_html
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import child_env
 from tests.support.replicas import running as run_bot
+from tests.support.sample_feeds import SampleItem, rss_document
 
 pytestmark = pytest.mark.slow
 
@@ -49,20 +49,17 @@ SAMPLE_ITEMS = [
 
 
 def sample_rss(now: datetime) -> bytes:
-    def esc(text: str) -> str:
-        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-    items = "".join(
-        f"<item><title>{esc(title)}</title><link>https://sample.example/tg/{n}</link>"
-        f"<guid>tg-sample-{n}</guid><pubDate>{format_datetime(now)}</pubDate>"
-        f"<description>{esc(summary)}</description></item>"
+    items = [
+        SampleItem(title, summary, f"https://sample.example/tg/{n}", f"tg-sample-{n}")
         for n, (title, summary) in enumerate(SAMPLE_ITEMS)
+    ]
+    return rss_document(
+        title="Test sample wire",
+        link="https://sample.example/",
+        description="test",
+        items=items,
+        published=now,
     )
-    return (
-        '<?xml version="1.0"?><rss version="2.0"><channel><title>Test sample wire</title>'
-        f"<link>https://sample.example/</link><description>test</description>{items}"
-        "</channel></rss>"
-    ).encode()
 
 
 @pytest.fixture

@@ -22,6 +22,14 @@ async def fake_discord_rest(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fa
         yield server
 
 
+def restore_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put discord.py's class-level REST and gateway endpoints back when the test ends: the
+    bot's ``build()`` points them at the fake."""
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    gateway = discord.gateway.DiscordWebSocket
+    monkeypatch.setattr(gateway, "DEFAULT_GATEWAY", gateway.DEFAULT_GATEWAY)
+
+
 @asynccontextmanager
 async def logged_in_sender() -> AsyncIterator[DiscordSender]:
     """A :class:`DiscordSender` built as the bot builds one (no intents, no mentions, traced

@@ -9,16 +9,16 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, inspect, select
 
 from bot.storage.schema import outbox
+from tests.support.sample_feeds import SampleItem, rss_document
 
 PLACES = [
     "Oslo",
@@ -77,20 +77,42 @@ def sample_rss(n: int, now: datetime, *, quiet: bool = True) -> bytes:
     one they do not."""
     place = item_marker(n)
     title_format, summary_format = _STORIES[n % 2]
-    items = [(title_format.format(place=place), summary_format.format(place=place), "m")]
+    items = [
+        SampleItem(
+            title_format.format(place=place),
+            summary_format.format(place=place),
+            f"https://sample.example/{n}/m",
+            f"sample-{n}-m",
+        )
+    ]
     if quiet:
-        items.append((QUIET_TITLE.format(place=place), "Test sample text: nothing to see.", "q"))
-    body = "".join(
-        f"<item><title>{title}</title><link>https://sample.example/{n}/{key}</link>"
-        f"<guid>sample-{n}-{key}</guid><pubDate>{format_datetime(now)}</pubDate>"
-        f"<description>{summary}</description></item>"
-        for title, summary, key in items
+        items.append(
+            SampleItem(
+                QUIET_TITLE.format(place=place),
+                "Test sample text: nothing to see.",
+                f"https://sample.example/{n}/q",
+                f"sample-{n}-q",
+            )
+        )
+    return rss_document(
+        title=f"Test sample wire {n}",
+        link=f"https://sample.example/{n}",
+        description="test sample",
+        items=items,
+        published=now,
     )
-    return (
-        '<?xml version="1.0"?><rss version="2.0"><channel>'
-        f"<title>Test sample wire {n}</title><link>https://sample.example/{n}</link>"
-        f"<description>test sample</description>{body}</channel></rss>"
-    ).encode()
+
+
+def fanout_config(feed_urls: Iterable[str], channels: Iterable[str]) -> str:
+    """Config text: a ``[[feeds]]`` table polled hourly for each URL, and an instant
+    ``[[subscriptions]]`` table (up to 100 items) for each Discord channel."""
+    feeds = "".join(f'[[feeds]]\nurl = "{url}"\ninterval = "1h"\n\n' for url in feed_urls)
+    subscriptions = "".join(
+        f'[[subscriptions]]\nplatform = "discord"\ntarget = "{channel}"\n'
+        'cadence = "instant"\nmax_items = 100\n\n'
+        for channel in channels
+    )
+    return feeds + subscriptions
 
 
 def child_env(**extra: str) -> dict[str, str]:
