@@ -27,7 +27,7 @@ from bot.matching.catalog import load_catalog
 from bot.settings import DiscordSection, load_settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.schema import feeds
-from tests.support.discord_client import restore_discord_endpoints
+from tests.support.discord_client import fake_discord_for_the_bot
 from tests.support.fake_discord import APP_ID, FakeDiscord, Recorded, user_payload
 
 GUILD = "700000000000000001"
@@ -43,8 +43,7 @@ _ids = itertools.count(800_000_000_000_000_001)
 
 @pytest.fixture
 async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        restore_discord_endpoints(monkeypatch)
+    async with fake_discord_for_the_bot(monkeypatch) as server:
         yield server
 
 

@@ -19,7 +19,7 @@ from tests.support.fake_discord import APP_ID, FakeDiscord
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import child_env, outbox_rows
 from tests.support.replicas import running as run_bot
-from tests.support.sample_feeds import SampleItem, rss_document
+from tests.support.sample_feeds import sample_wire
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -40,24 +40,10 @@ SAMPLE_ITEMS = [
 ]
 
 
-def sample_rss(now: datetime) -> bytes:
-    items = [
-        SampleItem(title, summary, f"https://sample.example/{n}", f"sample-{n}")
-        for n, (title, summary) in enumerate(SAMPLE_ITEMS)
-    ]
-    return rss_document(
-        title="Test sample wire",
-        link="https://sample.example/",
-        description="test",
-        items=items,
-        published=now,
-    )
-
-
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     with FeedServer() as server:
-        server.put("wire.xml", sample_rss(datetime.now(UTC)))
+        server.put("wire.xml", sample_wire(SAMPLE_ITEMS, datetime.now(UTC), key="discord"))
         yield server
 
 

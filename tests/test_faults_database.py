@@ -30,7 +30,7 @@ from bot.matching.catalog import load_catalog
 from bot.settings import Environment, FileConfig, Settings
 from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds
-from tests.support.discord_client import restore_discord_endpoints
+from tests.support.discord_client import fake_discord_for_the_bot
 from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import item_marker, sample_rss
@@ -43,8 +43,7 @@ TIMEOUT = 60.0
 
 @pytest.fixture
 async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        restore_discord_endpoints(monkeypatch)
+    async with fake_discord_for_the_bot(monkeypatch) as server:
         yield server
 
 

@@ -29,7 +29,7 @@ from bot.ops.leader import LeaderLock
 from bot.storage import feeds_repo
 from bot.storage.db import open_database
 from bot.storage.feeds_repo import ConfiguredFeed
-from tests.support.discord_client import restore_discord_endpoints
+from tests.support.discord_client import fake_discord_for_the_bot
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_telegram import TOKEN, FakeTelegram
 from tests.support.feedserver import FeedServer
@@ -465,8 +465,7 @@ async def test_discord_gateway_follows_the_role_lost_and_regained(
     engine_b = open_database(postgres_url)
     lock = LeaderLock(engine_a, "discord", owner="a", lease=timedelta(seconds=0.6))
     rival = LeaderLock(engine_b, "discord", owner="b", lease=timedelta(seconds=30))
-    async with FakeDiscord() as fake:
-        restore_discord_endpoints(monkeypatch)
+    async with fake_discord_for_the_bot(monkeypatch) as fake:
         configure_endpoints(api_base=fake.api_base, gateway=fake.gateway_url)
         service = DiscordService(
             token=SecretStr("fake-token-for-tests"),

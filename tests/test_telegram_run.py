@@ -21,7 +21,7 @@ from tests.support.fake_telegram import TOKEN, FakeTelegram, check_telegram_html
 from tests.support.feedserver import FeedServer
 from tests.support.replicas import child_env
 from tests.support.replicas import running as run_bot
-from tests.support.sample_feeds import SampleItem, rss_document
+from tests.support.sample_feeds import sample_wire
 
 pytestmark = pytest.mark.slow
 
@@ -48,24 +48,10 @@ SAMPLE_ITEMS = [
 ]
 
 
-def sample_rss(now: datetime) -> bytes:
-    items = [
-        SampleItem(title, summary, f"https://sample.example/tg/{n}", f"tg-sample-{n}")
-        for n, (title, summary) in enumerate(SAMPLE_ITEMS)
-    ]
-    return rss_document(
-        title="Test sample wire",
-        link="https://sample.example/",
-        description="test",
-        items=items,
-        published=now,
-    )
-
-
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     with FeedServer() as server:
-        server.put("tg-wire.xml", sample_rss(datetime.now(UTC)))
+        server.put("tg-wire.xml", sample_wire(SAMPLE_ITEMS, datetime.now(UTC), key="tg"))
         yield server
 
 

@@ -22,12 +22,16 @@ async def fake_discord_rest(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fa
         yield server
 
 
-def restore_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Put discord.py's class-level REST and gateway endpoints back when the test ends: the
-    bot's ``build()`` points them at the fake."""
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    gateway = discord.gateway.DiscordWebSocket
-    monkeypatch.setattr(gateway, "DEFAULT_GATEWAY", gateway.DEFAULT_GATEWAY)
+@asynccontextmanager
+async def fake_discord_for_the_bot(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    """A :class:`FakeDiscord` for tests in which the bot's own code (``build()``,
+    ``configure_endpoints``) aims discord.py's class-level REST and gateway endpoints at it:
+    ``monkeypatch`` puts Discord's own back when the test ends."""
+    async with FakeDiscord() as server:
+        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+        gateway = discord.gateway.DiscordWebSocket
+        monkeypatch.setattr(gateway, "DEFAULT_GATEWAY", gateway.DEFAULT_GATEWAY)
+        yield server
 
 
 @asynccontextmanager

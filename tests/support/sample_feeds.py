@@ -33,3 +33,19 @@ def rss_document(
         f"<link>{link}</link><description>{escape(description)}</description>{body}"
         "</channel></rss>"
     ).encode()
+
+
+def sample_wire(stories: Iterable[tuple[str, str]], published: datetime, *, key: str) -> bytes:
+    """The channel "Test sample wire" holding ``(title, summary)`` stories; story ``n`` links
+    to ``https://sample.example/{key}/{n}`` with the guid ``{key}-sample-{n}``."""
+    items = [
+        SampleItem(title, summary, f"https://sample.example/{key}/{n}", f"{key}-sample-{n}")
+        for n, (title, summary) in enumerate(stories)
+    ]
+    return rss_document(
+        title="Test sample wire",
+        link="https://sample.example/",
+        description="test",
+        items=items,
+        published=published,
+    )
