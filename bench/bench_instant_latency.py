@@ -44,6 +44,7 @@ from sqlalchemy import create_engine, func, select
 from bot.storage.schema import entries
 from tests.support.fake_discord import FakeDiscord
 from tests.support.feedserver import FeedServer
+from tests.support.replicas import child_env
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("COUNTERPARTY_SHARED", REPO.parent / "shared")) / "corpus"
@@ -182,16 +183,7 @@ def _measure(
         sink = "discord" if discord is not None else "console"
         config = write_config(folder, server, feeds, live_interval, sink)
         db_url = f"sqlite:///{folder / 'bench.db'}"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DISCORD", "TELEGRAM", "COUNTERPARTY_"))
-        }
-        env["PYTHONUNBUFFERED"] = "1"
-        if discord is not None:
-            env["DISCORD_TOKEN"] = "fake-token-for-bench"
-            env["COUNTERPARTY_DISCORD_API_BASE"] = discord.fake.api_base
-            env["COUNTERPARTY_DISCORD_GATEWAY"] = discord.fake.gateway_url
+        env = child_env(**(discord.fake.bot_env("fake-token-for-bench") if discord else {}))
         command = [sys.executable, "-m", "bot", "--config", str(config), "--db", db_url, "run"]
         with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp
