@@ -6,6 +6,7 @@ Every test asserts what ended up stored, on SQLite or PostgreSQL (``database_url
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -15,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from bot.feeds.pipeline import Poller, PollSummary
+from bot.feeds.schedule import next_slot
 from bot.settings import Environment, FileConfig, Settings
-from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds
 from tests.conftest import shared_path
 from tests.support.feedserver import (
@@ -42,13 +43,6 @@ def make_settings(database_url: str, urls: list[str], **fetch: Any) -> Settings:
         {"feeds": [{"url": u} for u in urls], "fetch": {"jitter": "1s", **fetch}}
     )
     return Settings(file=config, env=Environment(), config_path=None, database_url=database_url)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    db = open_database(database_url)
-    yield db
-    db.dispose()
 
 
 @pytest.fixture
@@ -354,16 +348,22 @@ async def test_sync_config_disables_removed_feeds_and_poll_due_respects_schedule
     server.put("a.xml", rss(("a", "A", now)))
     server.put("b.xml", rss(("b", "B", now)))
     both = make_settings(database_url, [server.url("a.xml"), server.url("b.xml")])
-    async with Poller(both, engine) as poller:
+    # Nothing here depends on the clock or on chance: `now` is passed in, the jitter is drawn
+    # from a seeded generator, and each feed's slot (a hash of its URL, whose port differs
+    # from run to run) is computed here rather than assumed.
+    async with Poller(both, engine, rng=random.Random(6)) as poller:
         await poller.sync_config(now)
         assert (await poller.poll_due(now)).fetched == 2  # never polled: due at once
         assert (await poller.poll_due(now)).feeds == 0  # the next slot is strictly later
+        next_at = []
         for url in (server.url("a.xml"), server.url("b.xml")):
-            # Within one interval (15 min by default) plus jitter (1 s here).
-            next_at = feed_row(engine, url).next_poll_at
-            assert now < next_at <= now + timedelta(minutes=15, seconds=1)
-        later = now + timedelta(minutes=15, seconds=1)
-        assert (await poller.poll_due(later)).feeds == 2
+            # The feed's next slot within one interval (15 min by default), plus jitter (< 1 s).
+            slot = next_slot(url, timedelta(minutes=15), now)
+            assert now < slot <= now + timedelta(minutes=15)
+            next_at.append(feed_row(engine, url).next_poll_at)
+            assert slot <= next_at[-1] <= slot + timedelta(seconds=1)
+        assert (await poller.poll_due(min(next_at) - timedelta(microseconds=1))).feeds == 0
+        assert (await poller.poll_due(max(next_at))).feeds == 2
     only_a = make_settings(database_url, [server.url("a.xml")])
     async with Poller(only_a, engine) as poller:
         result = await poller.sync_config(now)
