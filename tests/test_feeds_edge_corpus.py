@@ -3,7 +3,6 @@ batch: nothing escapes, bad documents become feed errors, good ones are stored."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,19 +13,11 @@ from bot.feeds.parse import FeedParseError, parse_feed
 from bot.feeds.pipeline import Poller
 from bot.feeds.records import ERROR_KINDS
 from bot.settings import Environment, FileConfig, Settings
-from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds
 from tests.conftest import shared_path
 from tests.support.feedserver import FeedServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    db = open_database(database_url)
-    yield db
-    db.dispose()
 
 
 def expected_entries(path: Path, url: str) -> int | None:

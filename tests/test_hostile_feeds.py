@@ -22,7 +22,6 @@ from sqlalchemy import Engine, func, select
 
 from bot.feeds.pipeline import Poller
 from bot.settings import Environment, FileConfig, Settings
-from bot.storage.db import open_database
 from bot.storage.schema import entries, feeds
 from tests.support.feedserver import FeedServer, gzip_bomb, oversize, redirect
 from tests.support.replicas import sample_rss
@@ -81,13 +80,6 @@ def drip_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 HTML_PAGE = (

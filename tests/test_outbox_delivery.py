@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,7 +20,6 @@ from bot.delivery.records import (
 )
 from bot.digest.service import run_due_digests
 from bot.storage import subscriptions as repo
-from bot.storage.db import open_database
 from bot.storage.schema import digest_items, outbox, subscriptions
 from tests.digest_fixtures import CATALOG
 from tests.store_fixtures import add_entry, add_feed, add_match
@@ -61,13 +59,6 @@ class FakeRenderer:
     def render(self, digest: object) -> list[dict[str, object]]:
         text = ConsoleRenderer().render(digest)[0]["text"]  # type: ignore[arg-type]
         return [{"part": 1, "text": text}, {"part": 2}]
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
 
 
 def subscribe(engine: Engine, **kwargs: object) -> repo.Subscription:
