@@ -88,6 +88,20 @@ def compose_now(engine: Engine, now: datetime = T0) -> int:
     return summary.digests
 
 
+def one_digest_composed(engine: Engine) -> None:
+    """A subscription, one matched entry, and its digest composed into the outbox at ``T0``."""
+    subscribe(engine)
+    seed(engine, 1)
+    compose_now(engine)
+
+
+def unpaced_outbox(engine: Engine, sender: FakeSender) -> Outbox:
+    """An outbox delivering through ``sender`` with no pacing between posts."""
+    return Outbox(
+        engine, senders={PLATFORM: sender}, policy=DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
+    )
+
+
 def test_enqueue_writes_messages_and_digest_items_together(engine: Engine) -> None:
     sub = subscribe(engine)
     entry_ids = seed(engine, 2)
@@ -131,9 +145,7 @@ def test_a_second_enqueue_of_the_same_entries_rolls_back_whole(engine: Engine) -
 
 
 async def test_sent_records_message_id_in_order(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender()
     policy = DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
     summary = await Outbox(engine, senders={PLATFORM: sender}, policy=policy).drain(now=T0)
@@ -147,9 +159,7 @@ async def test_sent_records_message_id_in_order(engine: Engine) -> None:
 
 
 async def test_retry_later_backs_off_and_keeps_order(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender([RetryLater("503 from platform")])
     policy = DeliveryPolicy(base_delay=timedelta(seconds=10), pacing={PLATFORM: timedelta(0)})
     box = Outbox(engine, senders={PLATFORM: sender}, policy=policy)
@@ -167,13 +177,9 @@ async def test_retry_later_backs_off_and_keeps_order(engine: Engine) -> None:
 
 
 async def test_retry_after_is_honoured_for_the_target(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender([RetryLater("429", after=timedelta(seconds=42))])
-    box = Outbox(
-        engine, senders={PLATFORM: sender}, policy=DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
-    )
+    box = unpaced_outbox(engine, sender)
     await box.drain(now=T0)
     assert rows(engine)[0]["next_attempt_at"] == T0 + timedelta(seconds=42)
     assert (await box.drain(now=T0 + timedelta(seconds=41))).sent == 0
@@ -181,9 +187,7 @@ async def test_retry_after_is_honoured_for_the_target(engine: Engine) -> None:
 
 
 async def test_gives_up_after_max_attempts(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender([RetryLater("timeout"), RetryLater("timeout")])
     policy = DeliveryPolicy(
         max_attempts=2, base_delay=timedelta(seconds=1), pacing={PLATFORM: timedelta(0)}
@@ -201,9 +205,7 @@ async def test_target_unavailable_pauses_and_holds_until_resumed(engine: Engine)
     seed(engine, 1)
     compose_now(engine)
     sender = FakeSender([TargetUnavailable("403 Missing Access")])
-    box = Outbox(
-        engine, senders={PLATFORM: sender}, policy=DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
-    )
+    box = unpaced_outbox(engine, sender)
     summary = await box.drain(now=T0)
     assert summary.paused == 1
     with engine.connect() as conn:
@@ -223,13 +225,9 @@ async def test_target_unavailable_pauses_and_holds_until_resumed(engine: Engine)
 
 
 async def test_rejected_fails_that_message_and_goes_on(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender([Rejected("400 embed too long")])
-    box = Outbox(
-        engine, senders={PLATFORM: sender}, policy=DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
-    )
+    box = unpaced_outbox(engine, sender)
     summary = await box.drain(now=T0)
     assert summary.failed == 1
     await box.drain(now=T0)
@@ -237,22 +235,16 @@ async def test_rejected_fails_that_message_and_goes_on(engine: Engine) -> None:
 
 
 async def test_sender_exception_is_retried_not_lost(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender([RuntimeError("bug in adapter")])
-    box = Outbox(
-        engine, senders={PLATFORM: sender}, policy=DeliveryPolicy(pacing={PLATFORM: timedelta(0)})
-    )
+    box = unpaced_outbox(engine, sender)
     summary = await box.drain(now=T0)
     assert summary.retried == 1
     assert "bug in adapter" in str(rows(engine)[0]["last_error"])
 
 
 async def test_crash_between_send_and_record_neither_loses_nor_repeats(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     platform = FakeSender([Crash()])
     policy = DeliveryPolicy(lease=timedelta(minutes=2), pacing={PLATFORM: timedelta(0)})
     first = Outbox(engine, senders={PLATFORM: platform}, policy=policy, owner="proc-1")
@@ -273,9 +265,7 @@ async def test_crash_between_send_and_record_neither_loses_nor_repeats(engine: E
 
 
 async def test_pacing_spaces_posts_to_one_target(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     sender = FakeSender()
     box = Outbox(
         engine,
@@ -288,9 +278,7 @@ async def test_pacing_spaces_posts_to_one_target(engine: Engine) -> None:
 
 
 async def test_rows_without_a_sender_wait(engine: Engine) -> None:
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     box = Outbox(engine, senders={"other": FakeSender()})
     assert (await box.drain(now=T0)).sent == 0
     assert {r["status"] for r in rows(engine)} == {"pending"}
@@ -372,9 +360,7 @@ def test_housekeeping_drops_old_delivered_rows_but_keeps_the_record(engine: Engi
 
     from bot.app import housekeeping
 
-    subscribe(engine)
-    seed(engine, 1)
-    compose_now(engine)
+    one_digest_composed(engine)
     with engine.begin() as conn:
         conn.execute(update(outbox).where(outbox.c.seq == 0).values(status="sent"))
     assert housekeeping(engine, now=T0 + timedelta(days=29)) == 0
