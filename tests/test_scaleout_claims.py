@@ -6,6 +6,8 @@
 * Two pollers on one PostgreSQL polling a large due set: every feed fetched exactly once (counted
   on the feed server), and a poller that starts while the other is busy still gets a share
   (due feeds are claimed in chunks, not all at once).
+* A later chunk's claim failing on the database ends the poll with that error only after the
+  feeds already claimed were fetched and recorded (no fetch outlives the poll).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import OperationalError
 
 from bot.delivery.outbox import DeliveryPolicy, Outbox, enqueue_digest
 from bot.delivery.records import OutboxMessage, SendOutcome, Sent
@@ -25,7 +29,7 @@ from bot.feeds.pipeline import Poller
 from bot.settings import Environment, FileConfig, Settings
 from bot.storage import subscriptions as subs_repo
 from bot.storage.db import open_database
-from bot.storage.schema import outbox
+from bot.storage.schema import feeds, outbox
 from tests.support.feedserver import FeedServer, slow
 from tests.support.replicas import sample_rss
 
@@ -150,3 +154,50 @@ async def test_two_pollers_on_postgres_split_a_large_due_set_and_fetch_each_feed
     assert first_summary.fetched > 0
     assert second_summary.fetched > 0  # the second replica was not left with nothing
     assert first_summary.failed == second_summary.failed == 0
+
+
+async def test_a_failed_later_claim_ends_the_poll_after_the_claimed_feeds_are_done(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    failing_owner = "replica-1/1"  # the poll's second chunk
+
+    def database_trouble(*args: Any) -> None:
+        statement, parameters = str(args[2]), args[3]
+        if statement.startswith("UPDATE feeds SET lease_owner") and failing_owner in str(
+            parameters
+        ):
+            raise engine.dialect.loaded_dbapi.OperationalError("server closed the connection")
+
+    with FeedServer(tmp_path) as server:
+        paths = [f"wire-{n}.xml" for n in range(10)]
+        for n, path in enumerate(paths):
+            server.put(path, sample_rss(n, now))
+            server.behave(path, slow(0.05))  # still fetching when the next claim fails
+        config = FileConfig.model_validate(
+            {
+                "feeds": [{"url": server.url(path)} for path in paths],
+                "fetch": {"jitter": "1s", "global_concurrency": 2},  # chunks of 4
+            }
+        )
+        settings = Settings(
+            file=config, env=Environment(), config_path=None, database_url=database_url
+        )
+        event.listen(engine, "before_cursor_execute", database_trouble)
+        async with Poller(settings, engine, owner="replica-1") as poller:
+            await poller.sync_config(now)
+            with pytest.raises(OperationalError):
+                await poller.poll_due(now)
+            # At the moment the poll raised, every feed of the first chunk was done.
+            with engine.connect() as conn:
+                recorded = conn.execute(
+                    select(func.count()).where(feeds.c.next_poll_at.is_not(None))
+                ).scalar_one()
+                leased = conn.execute(
+                    select(func.count()).where(feeds.c.lease_owner.is_not(None))
+                ).scalar_one()
+            assert recorded == len(server.requests) == 4
+            assert leased == 0
+            # The next tick (the database back) polls the rest.
+            event.remove(engine, "before_cursor_execute", database_trouble)
+            assert (await poller.poll_due(now)).fetched == 6

@@ -265,6 +265,9 @@ class Poller:
             nonlocal exhausted
             async with claim_lock:
                 if not queue and not exhausted:
+                    # Until this claim succeeds: a claim that fails (database trouble) ends
+                    # the claiming; the feeds already claimed are still finished.
+                    exhausted = True
                     owner = f"{self._owner}/{len(held)}"
                     batch = await asyncio.to_thread(
                         feeds_repo.claim_feeds,
@@ -289,7 +292,10 @@ class Poller:
             return total
 
         try:
-            results = await asyncio.gather(*(worker() for _ in range(workers)))
+            # Every worker runs to its end even when one fails, so no fetch outlives the poll.
+            results = await asyncio.gather(
+                *(worker() for _ in range(workers)), return_exceptions=True
+            )
             await self._flush()
         finally:
             # Leases are released by each record_* call; this only matters after a cancellation
@@ -297,9 +303,12 @@ class Poller:
             for owner, ids in held.items():
                 if ids:
                     await asyncio.to_thread(feeds_repo.release_feeds, self._engine, ids, owner)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         if not any(held.values()):
             return PollSummary()
-        total = sum(results, PollSummary())
+        total = sum((r for r in results if isinstance(r, PollSummary)), PollSummary())
         log.info("poll: %s", total.to_json())
         return total
 
