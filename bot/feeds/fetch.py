@@ -1,6 +1,6 @@
 """The HTTP adapter: one polite, defensive conditional GET per call, as a :class:`FetchResult`.
 
-:class:`Fetcher` wraps one shared ``httpx.AsyncClient`` and adds what httpx does not do by itself:
+:class:`Fetcher` wraps ``httpx.AsyncClient`` (one per host) and adds what httpx does not do itself:
 
 * a global and a per-host concurrency cap (semaphores), so one slow site cannot hog the bot and
   no site gets more than ``per_host_concurrency`` requests from us at once;
@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -141,32 +142,50 @@ class Fetcher:
         self._settings = settings
         self._global = asyncio.Semaphore(settings.global_concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
-        timeout = httpx.Timeout(
-            connect=settings.connect_timeout.total_seconds(),
-            read=settings.read_timeout.total_seconds(),
-            write=settings.read_timeout.total_seconds(),
-            pool=settings.deadline.total_seconds(),
-        )
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=settings.global_concurrency,
-                max_keepalive_connections=settings.global_concurrency,
+        self._transport = transport
+        self._client_options: dict[str, Any] = {
+            "timeout": httpx.Timeout(
+                connect=settings.connect_timeout.total_seconds(),
+                read=settings.read_timeout.total_seconds(),
+                write=settings.read_timeout.total_seconds(),
+                pool=settings.deadline.total_seconds(),
             ),
-            follow_redirects=True,
-            max_redirects=settings.max_redirects,
-            headers={
+            "follow_redirects": True,
+            "max_redirects": settings.max_redirects,
+            "headers": {
                 "User-Agent": user_agent(contact),
                 "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, "
                 "text/xml;q=0.9, */*;q=0.5",
                 # Only codings we decode ourselves under the size cap.
                 "Accept-Encoding": "gzip, deflate",
             },
-            trust_env=False,
-            transport=transport,
+            "trust_env": False,
             # Called on every hop: fetch(..., public_only=True) may reach public addresses only.
-            event_hooks={"request": [PublicOnlyGuard(resolve)]},
-        )
+            "event_hooks": {"request": [PublicOnlyGuard(resolve)]},
+        }
+        # One TLS context for every client: building one loads the CA bundle (tens of ms).
+        self._tls = httpx.create_ssl_context(trust_env=False) if transport is None else None
+        # One client (so one connection pool) per host. httpcore looks at every pooled
+        # connection of a pool for each request and each response it releases; with one pool
+        # for all hosts that scan was a third of a warm pass's CPU. A test transport gets one
+        # client, as the transport is the whole pool then.
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def _client_for(self, host: str) -> httpx.AsyncClient:
+        key = host if self._transport is None else ""
+        client = self._clients.get(key)
+        if client is None:
+            settings = self._settings
+            client = self._clients[key] = httpx.AsyncClient(
+                **self._client_options,
+                limits=httpx.Limits(
+                    max_connections=settings.global_concurrency,
+                    max_keepalive_connections=settings.per_host_concurrency,
+                ),
+                transport=self._transport,
+                verify=self._tls if self._tls is not None else True,
+            )
+        return client
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -180,10 +199,11 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
-    def _host_semaphore(self, url: str) -> asyncio.Semaphore:
-        host = (urlsplit(url).hostname or "").lower()
+    def _host_semaphore(self, host: str) -> asyncio.Semaphore:
         semaphore = self._per_host.get(host)
         if semaphore is None:
             semaphore = self._per_host[host] = asyncio.Semaphore(
@@ -210,10 +230,13 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified and _header_safe(last_modified):
             headers["If-Modified-Since"] = last_modified
-        async with self._global, self._host_semaphore(url):
+        host = (urlsplit(url).hostname or "").lower()
+        async with self._global, self._host_semaphore(host):
             try:
                 async with asyncio.timeout(self._settings.deadline.total_seconds()):
-                    return await self._get(url, headers, now, public_only=public_only)
+                    return await self._get(
+                        self._client_for(host), url, headers, now, public_only=public_only
+                    )
             except TimeoutError:
                 return FetchFailed(
                     "timeout", f"no complete answer within {self._settings.deadline}"
@@ -232,13 +255,17 @@ class Fetcher:
                 return FetchFailed("network", f"{type(exc).__name__}: {exc}".rstrip(": "))
 
     async def _get(
-        self, url: str, headers: dict[str, str], now: datetime, *, public_only: bool
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        now: datetime,
+        *,
+        public_only: bool,
     ) -> FetchResult:
         caps = self._settings
         extensions = {PUBLIC_ONLY: True} if public_only else {}
-        async with self._client.stream(
-            "GET", url, headers=headers, extensions=extensions
-        ) as response:
+        async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
             hints = _hints(response.headers, now)
             permanent = _permanent_url(url, response)
             status = response.status_code
