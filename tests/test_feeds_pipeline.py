@@ -52,7 +52,10 @@ def corpus_server() -> Iterator[FeedServer]:
 
 
 def manifest() -> list[dict[str, Any]]:
-    return json.loads(shared_path("corpus", "manifest.json").read_text(encoding="utf-8"))
+    items: list[dict[str, Any]] = json.loads(
+        shared_path("corpus", "manifest.json").read_text(encoding="utf-8")
+    )
+    return items
 
 
 def stored_counts(engine: Engine) -> dict[str, int]:
