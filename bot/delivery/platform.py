@@ -19,6 +19,7 @@ start background tasks); ``stop`` must close every connection it opened.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -66,3 +67,13 @@ def by_platform(items: Sequence[Renderer] | Sequence[Sender]) -> Mapping[str, An
         for platform in item.platforms:
             table[platform] = item
     return table
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Return once any of ``events`` is set (e.g. "stop requested" or "leader lock lost")."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

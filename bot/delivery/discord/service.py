@@ -27,7 +27,7 @@ from bot.commands.core import CommandCore
 from bot.delivery.discord.client import CounterpartyClient
 from bot.delivery.discord.render import DiscordRenderer
 from bot.delivery.discord.sender import DiscordSender, make_trace_config
-from bot.delivery.platform import Renderer
+from bot.delivery.platform import Renderer, first_of
 from bot.delivery.records import Sender
 from bot.matching.catalog import Catalog
 from bot.ops.leader import LeaderLock
@@ -103,7 +103,7 @@ class DiscordService:
         while await lock.wait_until_acquired(self._stopping):
             log.info("discord: this replica holds the gateway")
             self._gateway = asyncio.create_task(self._run_gateway(), name="discord-gateway")
-            await _first_of(self._stopping, lock.lost)
+            await first_of(self._stopping, lock.lost)
             if self._stopping.is_set():
                 return
             log.error("discord: lost the gateway role; disconnecting until it is regained")
@@ -146,16 +146,6 @@ class DiscordService:
         await self._sender.aclose()
         if self._lock is not None:
             await self._lock.release()
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Until any of ``events`` is set."""
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 class WebhookOnlyService:

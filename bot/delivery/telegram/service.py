@@ -54,7 +54,7 @@ from telegram.request import HTTPXRequest
 
 from bot.commands.answers import Answer, CommandError, Notice
 from bot.commands.core import Caller, CommandCore
-from bot.delivery.platform import Renderer
+from bot.delivery.platform import Renderer, first_of
 from bot.delivery.records import Sender
 from bot.delivery.telegram.answers import (
     CLAIM_CALLBACK_PREFIX,
@@ -536,7 +536,7 @@ class TelegramService:
         for its loss (``lock.lost``) and then stop receiving until it is regained."""
         while not self._stopping.is_set():
             if self._has_lock:
-                await _first_of(self._stopping, self._lock.lost)
+                await first_of(self._stopping, self._lock.lost)
                 if self._stopping.is_set():
                     return
                 log.error("telegram: lost the updates lock; receiving stops until it is regained")
@@ -621,16 +621,6 @@ class TelegramService:
         await self.application.shutdown()
         if held:
             await self._lock.release()
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Until one of ``events`` is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def build(
