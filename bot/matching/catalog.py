@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,17 @@ class _Checker:
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+
+    def ident(
+        self, table: dict[str, Any], where: str, *, seen: Mapping[str, object], kind: str
+    ) -> str:
+        """The entry's ``id``: present, lower-case-with-hyphens, not one already in ``seen``."""
+        ident = self.text(table, "id", where)
+        if ident and not _ID.match(ident):
+            self.problems.append(f"{where}: field 'id' must be lower-case-with-hyphens")
+        if ident in seen:
+            self.problems.append(f"{where}: field 'id' repeats an earlier {kind}")
+        return ident
 
     def text(self, table: dict[str, Any], field: str, where: str, *, required: bool = True) -> str:
         value = table.get(field)
@@ -178,11 +190,7 @@ def parse_catalog(data: dict[str, Any], path: Path) -> Catalog:
     themes: dict[str, Theme] = {}
     for n, entry in enumerate(_entries(data, "theme", checker), 1):
         where = _where("theme", n, entry)
-        ident = checker.text(entry, "id", where)
-        if ident and not _ID.match(ident):
-            checker.problems.append(f"{where}: field 'id' must be lower-case-with-hyphens")
-        if ident in themes:
-            checker.problems.append(f"{where}: field 'id' repeats an earlier theme")
+        ident = checker.ident(entry, where, seen=themes, kind="theme")
         cues = checker.groups(entry, "cues", where)
         known = set(aliases) | set(cues)
         theme = Theme(
@@ -215,11 +223,7 @@ def parse_catalog(data: dict[str, Any], path: Path) -> Catalog:
     claims: dict[str, Claim] = {}
     for n, entry in enumerate(_entries(data, "claim", checker), 1):
         where = _where("claim", n, entry)
-        ident = checker.text(entry, "id", where)
-        if ident and not _ID.match(ident):
-            checker.problems.append(f"{where}: field 'id' must be lower-case-with-hyphens")
-        if ident in claims:
-            checker.problems.append(f"{where}: field 'id' repeats an earlier claim")
+        ident = checker.ident(entry, where, seen=claims, kind="claim")
         claim_themes = checker.strings(entry, "themes", where)
         if not claim_themes:
             checker.problems.append(f"{where}: field 'themes' must name at least one theme")

@@ -301,6 +301,15 @@ class TelegramCommands:
             result = Notice(exc.message, ok=False)
         await self.reply(update, context, render_answer(result))
 
+    async def admin_or_refuse(self, update: Update, context: Context) -> bool:
+        """True for a chat admin; anyone else is told why the change is refused."""
+        if await is_chat_admin(update, context):
+            return True
+        await self.refuse(
+            update, context, "Only an administrator of this chat can change its subscription."
+        )
+        return False
+
     async def refuse(self, update: Update, context: Context, text: str) -> None:
         await self.reply(update, context, render_answer(Notice(text, ok=False)))
 
@@ -326,10 +335,7 @@ class TelegramCommands:
         caller = caller_of(update)
         if caller is None:
             return
-        if not await is_chat_admin(update, context):
-            await self.refuse(
-                update, context, "Only an administrator of this chat can change its subscription."
-            )
+        if not await self.admin_or_refuse(update, context):
             return
         try:
             options = parse_subscribe_args(context.args or [])
@@ -355,10 +361,7 @@ class TelegramCommands:
         caller = caller_of(update)
         if caller is None:
             return
-        if not await is_chat_admin(update, context):
-            await self.refuse(
-                update, context, "Only an administrator of this chat can change its subscription."
-            )
+        if not await self.admin_or_refuse(update, context):
             return
         await self.answer(update, context, lambda: self.core.unsubscribe(caller))
 
