@@ -74,6 +74,19 @@ _DATELINE = re.compile(
 )
 
 
+# "Iran-backed Houthis", "Russian-funded media": a label on another actor, not a mention of
+# the backer; the matcher reads it as "backed Houthis".
+_BACKER_LABEL = re.compile(
+    r"\b(?:Iran|Iranian|Tehran|Russia|Russian|Moscow|Kremlin)-"
+    r"(?=(?:backed|aligned|allied|funded|supported|linked|sponsored)\b)"
+)
+
+
+def drop_backer_labels(text: str) -> str:
+    """``text`` with "Iran-backed"-style labels reduced to "backed" (for term lookup only)."""
+    return _BACKER_LABEL.sub("", text)
+
+
 def strip_dateline(text: str) -> str:
     """``text`` without a leading wire dateline such as ``WASHINGTON, Feb 17 (Reuters) -``."""
     return _DATELINE.sub("", text, count=1)
@@ -296,7 +309,11 @@ class Matcher:
                 break
             lead_count += 1
             used += len(sentence)
-        scan = self._index.scan
+        index = self._index
+
+        def scan(text: str) -> dict[str, str]:
+            return index.scan(drop_backer_labels(text))
+
         title_terms = scan(title)
         lead_terms: dict[str, str] = dict(title_terms)
         sentence_terms = [scan(s) for s in sentences]
@@ -394,7 +411,7 @@ class Matcher:
         """True when ``text`` alone carries the theme: one of its rules whole, or two of a
         rule's term groups (the check the evaluation applies to excerpts)."""
         compiled = next(c for c in self._themes if c.id == theme_id)
-        groups = self._index.scan(text).keys()
+        groups = self._index.scan(drop_backer_labels(text)).keys()
         return any(
             sum(k in groups for k in keys) >= min(2, len(keys)) for _, keys in compiled.rules
         )
