@@ -146,3 +146,22 @@ weight = 1.0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert out[0]["themes"] == []  # the packaged themes are replaced, not added to
     assert [t["id"] for t in out[1]["themes"]] == ["bread"]
+
+
+def test_eval_takes_any_split_name_and_lists_the_splits_when_one_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = write_lines(tmp_path / "items.jsonl", ITEMS)
+    labels = write_lines(
+        tmp_path / "labels.jsonl",
+        [
+            {"id": "1", "labels": ["putin-deal"], "split": "fresh-1"},
+            {"id": "3", "labels": ["iran-war-diplomacy"], "split": "tune"},
+        ],
+    )
+    assert main(["eval", str(labels), "--items", str(items), "--split", "fresh-1"]) == 0
+    assert "matcher (1 items)" in capsys.readouterr().out
+    assert main(["eval", str(labels), "--items", str(items), "--split", "fresh-9"]) == 2
+    err = capsys.readouterr().err
+    assert "no labelled items in split 'fresh-9'" in err
+    assert "fresh-1, tune" in err

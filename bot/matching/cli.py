@@ -2,7 +2,7 @@
 
 * ``counterparty match --jsonl FILE`` (``-`` for stdin) writes one JSON line per input item:
   ``{"id", "themes": [{"id", "score", "excerpt"}], "claims": [{"id", "score"}]}``.
-* ``counterparty eval FILE [--items ITEMS] [--split tune|test|all]`` prints per-theme precision,
+* ``counterparty eval FILE [--items ITEMS] [--split NAME]`` prints per-theme precision,
   recall and F1 with micro and macro averages, for the matcher and for a keyword-only baseline.
 
 The catalog is the packaged one unless ``--themes FILE`` is given, or ``--config`` names a
@@ -105,9 +105,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
     if args.split != "all":
+        splits = sorted({x.split for x in labelled if x.split})
         labelled = [x for x in labelled if x.split == args.split]
+        if not labelled:
+            known = ", ".join(splits) or "none: the file has no 'split' fields"
+            raise UsageError(f"no labelled items in split {args.split!r} (splits: {known})")
     if not labelled:
-        raise UsageError(f"no labelled items in split {args.split!r}")
+        raise UsageError("no labelled items")
     matcher = Matcher(catalog)
     theme_ids = list(catalog.themes)
     reports = (
@@ -167,7 +171,12 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     ev.add_argument(
         "--items", type=Path, default=None, metavar="ITEMS", help="item texts joined by id"
     )
-    ev.add_argument("--split", choices=("tune", "test", "all"), default="all")
+    ev.add_argument(
+        "--split",
+        default="all",
+        metavar="NAME",
+        help="score only the items of this split (e.g. tune, test, fresh-1); default: all",
+    )
     ev.add_argument(
         "--themes", type=Path, default=None, metavar="FILE", help="theme file (default: packaged)"
     )
