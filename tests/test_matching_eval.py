@@ -117,7 +117,7 @@ def test_issue_targets_on_the_test_split(test_split: SplitRun) -> None:
 
 @pytest.fixture(scope="module")
 def challenge() -> Report:
-    """The matcher on eval/challenge.jsonl: headlines written for this repo (no ../shared needed)."""
+    """The matcher on eval/challenge.jsonl (headlines written for this repo, no ../shared)."""
     catalog = load_catalog()
     labelled = read_labelled(REPO / "eval" / "challenge.jsonl", None, catalog.themes)
     matcher = Matcher(catalog)
