@@ -60,6 +60,22 @@ def test_the_pronoun_us_is_not_the_united_states() -> None:
     assert "pressure-on-kyiv" not in themes_of("Let us blame nobody, says Kyiv teacher")
 
 
+def test_a_backers_label_is_not_a_mention_of_the_backer() -> None:
+    title = "Iran-backed Houthis fire missiles at a cargo ship in the Red Sea"
+    assert "iran-war-diplomacy" not in themes_of(title)
+    # the same words with Iran as the actor are the war
+    assert "iran-war-diplomacy" in themes_of("Iran fires missiles at Israel after US strikes")
+
+
+def test_the_excerpt_keeps_a_backers_label_as_written() -> None:
+    sentence = (
+        "Iran-backed militias in Iraq vowed to attack US bases after US strikes on Iran's"
+        " nuclear sites."
+    )
+    result = MATCHER.match(Item(id="t", title="Pentagon weighs its options", summary=sentence))
+    assert [(m.theme_id, m.excerpt) for m in result.themes] == [("iran-war-diplomacy", sentence)]
+
+
 def test_result_carries_score_evidence_and_an_excerpt_that_shows_why() -> None:
     result = MATCHER.match(
         Item(

@@ -84,7 +84,7 @@ _BACKER_LABEL = re.compile(
 
 def drop_backer_labels(text: str) -> str:
     """``text`` with "Iran-backed"-style labels reduced to "backed" (for term lookup only)."""
-    return _BACKER_LABEL.sub("", text)
+    return _BACKER_LABEL.sub("", text) if "-" in text else text
 
 
 def strip_dateline(text: str) -> str:
@@ -233,6 +233,7 @@ class _Compiled:
     anchor_keys: frozenset[str]
     threshold: float
     relevant_keys: frozenset[str]
+    rule_sets: tuple[frozenset[str], ...]  # each rule's keys as a set, for fast subset tests
 
 
 def _relevance(compiled: _Compiled, groups: frozenset[str]) -> float:
@@ -240,7 +241,7 @@ def _relevance(compiled: _Compiled, groups: frozenset[str]) -> float:
     present = len(compiled.relevant_keys & groups)
     if not present:
         return 0.0
-    whole = any(all(k in groups for k in keys) for _, keys in compiled.rules)
+    whole = any(keyset <= groups for keyset in compiled.rule_sets)
     return present + (2.0 if whole else 0.0)
 
 
@@ -283,7 +284,14 @@ class Matcher:
         )
         relevant = frozenset(k for _, keys in rules for k in keys)
         return _Compiled(
-            entry.id, rules, negative_key, off_topic_key, anchor_keys, entry.threshold, relevant
+            entry.id,
+            rules,
+            negative_key,
+            off_topic_key,
+            anchor_keys,
+            entry.threshold,
+            relevant,
+            tuple(frozenset(keys) for _, keys in rules),
         )
 
     # -- per item ---------------------------------------------------------------------------
@@ -338,9 +346,9 @@ class Matcher:
         body_total = 0.0
         body_sentences: set[int] = set()
         evidence: list[str] = []
-        for rule, keys in compiled.rules:
-            if all(k in lead.groups for k in keys):
-                in_title = title is not None and all(k in title.groups for k in keys)
+        for (rule, keys), keyset in zip(compiled.rules, compiled.rule_sets, strict=True):
+            if keyset <= lead.groups:
+                in_title = title is not None and keyset <= title.groups
                 # Only substantive rules are boosted: the light ones exist to add up with
                 # other evidence, and boosting them would let a pile of weak hints pass.
                 boost = title_factor if in_title and rule.weight >= TITLE_BOOST_MIN_WEIGHT else 1.0
