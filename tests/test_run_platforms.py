@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import feedparser
 import pytest
 from sqlalchemy import Engine, select
 
@@ -21,10 +22,36 @@ from bot import app as app_module
 from bot.delivery.demo import sample_feed
 from bot.delivery.records import OutboxMessage, SendOutcome, Sent
 from bot.digest.records import Digest
+from bot.matching.catalog import load_catalog
+from bot.matching.matcher import Matcher
+from bot.matching.records import Item
 from bot.settings import load_settings
 from bot.storage.db import open_database
 from bot.storage.schema import subscriptions
 from tests.support.feedserver import FeedServer
+
+MATCHER = Matcher(load_catalog())
+
+
+def sample_titles() -> list[str]:
+    parsed = feedparser.parse(sample_feed(datetime.now(UTC)))
+    return [entry.title for entry in parsed.entries]
+
+
+def putin_deal_titles() -> list[str]:
+    """The sample feed's titles in putin-deal, newest first (the digest's order)."""
+    parsed = feedparser.parse(sample_feed(datetime.now(UTC)))
+    return [
+        entry.title
+        for entry in parsed.entries
+        if any(
+            m.theme_id == "putin-deal"
+            for m in MATCHER.match(
+                Item(id=entry.id, title=entry.title, summary=entry.get("summary", ""))
+            ).themes
+        )
+    ]
+
 
 CHANNEL = "123456789012345678"
 
@@ -118,7 +145,11 @@ async def test_a_token_starts_the_platform_and_its_digests_go_to_its_sender(
     (message,) = service.posted
     assert message.platform == "discord"
     assert message.target == CHANNEL
-    assert message.payload == {"titles": ["[Sample] Kremlin rejects the latest US ceasefire draft"]}
+    # The subscription's theme decides what is sent: exactly the sample items the matcher puts in
+    # putin-deal (the Kremlin's refusal among them), and none of the others.
+    assert message.payload == {"titles": putin_deal_titles()}
+    assert "[Sample] Kremlin rejects the latest US ceasefire draft" in message.payload["titles"]
+    assert len(message.payload["titles"]) < len(sample_titles())
     engine = open_database(database_url)
     try:
         with engine.connect() as conn:
