@@ -60,15 +60,23 @@ DAY_FILE = [
 ]
 
 
-def test_download_then_build_gives_dev_style_items(tmp_path: Path) -> None:
+def remote_day(tmp_path: Path, name: str, body: str) -> tuple[Path, Path]:
+    """A sources table naming one day file, and a folder laid out like raw.githubusercontent.com
+    (``<commit>/<year>/<month>/<day>/<file>``) that serves it."""
     commit = "0" * 40
-    name = "https...news.example.rss.xml_entries.json"
     sources = tmp_path / "sources.tsv"
     sources.write_text(f"day\tcommit\tfile\n2025-05-12\t{commit}\t{name}\n", encoding="utf-8")
     root = tmp_path / "remote"
     remote = root / commit / "2025" / "05" / "2025-05-12"
     remote.mkdir(parents=True)
-    (remote / name).write_text(json.dumps(DAY_FILE), encoding="utf-8")
+    (remote / name).write_text(body, encoding="utf-8")
+    return sources, root
+
+
+def test_download_then_build_gives_dev_style_items(tmp_path: Path) -> None:
+    sources, root = remote_day(
+        tmp_path, "https...news.example.rss.xml_entries.json", json.dumps(DAY_FILE)
+    )
     days = tmp_path / "days"
     with FeedServer(root) as server:
         base = server.base_url
@@ -83,14 +91,8 @@ def test_download_then_build_gives_dev_style_items(tmp_path: Path) -> None:
 
 
 def test_a_broken_download_writes_nothing(tmp_path: Path) -> None:
-    commit = "1" * 40
     name = "https...broken_entries.json"
-    sources = tmp_path / "sources.tsv"
-    sources.write_text(f"day\tcommit\tfile\n2025-05-12\t{commit}\t{name}\n", encoding="utf-8")
-    root = tmp_path / "remote"
-    remote = root / commit / "2025" / "05" / "2025-05-12"
-    remote.mkdir(parents=True)
-    (remote / name).write_text("<html>rate limited</html>", encoding="utf-8")
+    sources, root = remote_day(tmp_path, name, "<html>rate limited</html>")
     days = tmp_path / "days"
     with FeedServer(root) as server, pytest.raises(json.JSONDecodeError):
         FRESH.download(days, server.base_url, sources)
