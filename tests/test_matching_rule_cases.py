@@ -253,6 +253,19 @@ def test_2026_style_headline(case: Case) -> None:
 # -- claims: attach when the item bears on the claim's specific subject, not on its theme alone --
 CLAIM_CASES = [
     ("'I think Putin is ready to make a deal,' Trump says", {"putin-ready-to-deal"}, set()),
+    # the Kremlin's stance in other words than "ready" or "willing"
+    ("Putin not swayed by US ultimatum on Ukraine ceasefire", {"putin-ready-to-deal"}, set()),
+    (
+        "Kremlin brushes off sanctions threat, says Ukraine truce terms unacceptable",
+        {"putin-willing-counterparty"},
+        set(),
+    ),
+    ("Trump berates Zelenskyy in fiery Oval Office clash", {"zelenskyy-obstacle"}, set()),
+    (
+        "Trump and Zelenskyy meet at the White House",
+        set(),
+        {"zelenskyy-obstacle", "putin-ready-to-deal"},
+    ),
     (
         "Trump says Zelenskyy 'has to get on the ball' and get a deal done",
         {"zelenskyy-obstacle"},
