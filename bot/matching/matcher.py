@@ -179,8 +179,9 @@ class _TermIndex:
         return result
 
     def scan(self, text: str) -> dict[str, str]:
-        """Group key -> the first term (as written in ``text``) found for it."""
-        original = _WORD.findall(fold(text))
+        """Group key -> the first term (as written in ``text``) found for it. Backer labels
+        ("Iran-backed") are read without their backer."""
+        original = _WORD.findall(fold(drop_backer_labels(text)))
         lower = [t.lower() for t in original]
         found: dict[str, str] = {}
         exact, acronyms, prefixes = self.exact, self.acronyms, self.prefixes
@@ -227,13 +228,13 @@ class _Compiled:
     """A theme's or claim's rules with group names resolved to index keys."""
 
     id: str
-    rules: tuple[tuple[Rule, tuple[str, ...]], ...]
+    # each rule with its group keys in catalog order, and the same keys as a set (subset tests)
+    rules: tuple[tuple[Rule, tuple[str, ...], frozenset[str]], ...]
     negative_key: str | None
     off_topic_key: str | None
     anchor_keys: frozenset[str]
     threshold: float
     relevant_keys: frozenset[str]
-    rule_sets: tuple[frozenset[str], ...]  # each rule's keys as a set, for fast subset tests
 
 
 def _relevance(compiled: _Compiled, groups: frozenset[str]) -> float:
@@ -241,7 +242,7 @@ def _relevance(compiled: _Compiled, groups: frozenset[str]) -> float:
     present = len(compiled.relevant_keys & groups)
     if not present:
         return 0.0
-    whole = any(keyset <= groups for keyset in compiled.rule_sets)
+    whole = any(keyset <= groups for _, _, keyset in compiled.rules)
     return present + (2.0 if whole else 0.0)
 
 
@@ -278,20 +279,14 @@ class Matcher:
             for term in entry.off_topic:
                 self._index.add(term, off_topic_key)
             anchor_keys = frozenset(prefix + g if g in cues else f"@{g}" for g in entry.anchors)
-        rules = tuple(
+        keyed = [
             (rule, tuple(prefix + g if g in cues else f"@{g}" for g in rule.groups))
             for rule in entry.rules
-        )
-        relevant = frozenset(k for _, keys in rules for k in keys)
+        ]
+        rules = tuple((rule, keys, frozenset(keys)) for rule, keys in keyed)
+        relevant = frozenset(k for _, keys, _ in rules for k in keys)
         return _Compiled(
-            entry.id,
-            rules,
-            negative_key,
-            off_topic_key,
-            anchor_keys,
-            entry.threshold,
-            relevant,
-            tuple(frozenset(keys) for _, keys in rules),
+            entry.id, rules, negative_key, off_topic_key, anchor_keys, entry.threshold, relevant
         )
 
     # -- per item ---------------------------------------------------------------------------
@@ -317,11 +312,7 @@ class Matcher:
                 break
             lead_count += 1
             used += len(sentence)
-        index = self._index
-
-        def scan(text: str) -> dict[str, str]:
-            return index.scan(drop_backer_labels(text))
-
+        scan = self._index.scan
         title_terms = scan(title)
         lead_terms: dict[str, str] = dict(title_terms)
         sentence_terms = [scan(s) for s in sentences]
@@ -346,7 +337,7 @@ class Matcher:
         body_total = 0.0
         body_sentences: set[int] = set()
         evidence: list[str] = []
-        for (rule, keys), keyset in zip(compiled.rules, compiled.rule_sets, strict=True):
+        for rule, keys, keyset in compiled.rules:
             if keyset <= lead.groups:
                 in_title = title is not None and keyset <= title.groups
                 # Only substantive rules are boosted: the light ones exist to add up with
@@ -419,9 +410,9 @@ class Matcher:
         """True when ``text`` alone carries the theme: one of its rules whole, or two of a
         rule's term groups (the check the evaluation applies to excerpts)."""
         compiled = next(c for c in self._themes if c.id == theme_id)
-        groups = self._index.scan(drop_backer_labels(text)).keys()
+        groups = self._index.scan(text).keys()
         return any(
-            sum(k in groups for k in keys) >= min(2, len(keys)) for _, keys in compiled.rules
+            sum(k in groups for k in keys) >= min(2, len(keys)) for _, keys, _ in compiled.rules
         )
 
     def _claims_for(
