@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -391,36 +393,40 @@ async def test_three_replicas_share_the_work_once_and_hand_over_the_gateway(
     assert "duplicate key" not in every_log
 
 
+@dataclass
+class PollSpan:
+    """One ``getUpdates`` long poll as the server saw it (``time.monotonic``)."""
+
+    start: float
+    end: float | None = None  # None while it is open
+
+
 class CountingTelegram(FakeTelegram):
-    """The fake Bot API, also counting how many ``getUpdates`` long polls are open at once, and
-    keeping when each one started and ended (``time.monotonic``)."""
+    """The fake Bot API, also keeping when each ``getUpdates`` long poll started and ended."""
 
     def __init__(self) -> None:
         super().__init__(long_poll_cap=0.25)
-        self.polls = 0
-        self.open_polls = 0
-        self.peak_open_polls = 0
-        self.spans: list[list[float | None]] = []
+        self.spans: list[PollSpan] = []
+
+    @property
+    def polls(self) -> int:
+        return len(self.spans)
 
     async def _api_getUpdates(self, params: dict[str, Any]) -> web.Response:
-        self.polls += 1
-        self.open_polls += 1
-        self.peak_open_polls = max(self.peak_open_polls, self.open_polls)
-        span: list[float | None] = [time.monotonic(), None]
+        span = PollSpan(time.monotonic())
         self.spans.append(span)
         try:
             return await super()._api_getUpdates(params)
         finally:
-            self.open_polls -= 1
-            span[1] = time.monotonic()
+            span.end = time.monotonic()
 
-    def overlapping_polls_since(self, start: float) -> list[tuple[float, float | None]]:
+    def overlapping_polls_since(self, start: float) -> list[tuple[PollSpan, PollSpan]]:
         """Pairs of polls begun after ``start`` that were open at the same time."""
-        spans = sorted((s[0], s[1]) for s in self.spans if s[0] is not None and s[0] > start)
+        spans = sorted((s for s in self.spans if s.start > start), key=lambda s: s.start)
         return [
-            (later, earlier_end)
-            for (_, earlier_end), (later, _) in itertools.pairwise(spans)
-            if earlier_end is None or earlier_end > later
+            (earlier, later)
+            for earlier, later in itertools.pairwise(spans)
+            if earlier.end is None or earlier.end > later.start
         ]
 
 
@@ -441,7 +447,7 @@ async def test_one_telegram_poller_among_replicas_and_handover_on_kill(
                 TIMEOUT,
             )
             await until(lambda: telegram.polls >= 8, "getUpdates long polls", TIMEOUT)
-            assert telegram.peak_open_polls == 1
+            assert telegram.overlapping_polls_since(-math.inf) == []  # one poller at a time
             [holder] = leader_pids(logs, "telegram")
 
             victim = next(p for p in processes if p.pid == holder)
