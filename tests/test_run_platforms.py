@@ -33,17 +33,16 @@ from tests.support.feedserver import FeedServer
 MATCHER = Matcher(load_catalog())
 
 
-def sample_titles() -> list[str]:
-    parsed = feedparser.parse(sample_feed(datetime.now(UTC)))
-    return [entry.title for entry in parsed.entries]
+def sample_entries() -> list[Any]:
+    """The sample feed's entries, newest first (the digest's order)."""
+    return list(feedparser.parse(sample_feed(datetime.now(UTC))).entries)
 
 
 def putin_deal_titles() -> list[str]:
-    """The sample feed's titles in putin-deal, newest first (the digest's order)."""
-    parsed = feedparser.parse(sample_feed(datetime.now(UTC)))
+    """The sample feed's titles in putin-deal, newest first."""
     return [
         entry.title
-        for entry in parsed.entries
+        for entry in sample_entries()
         if any(
             m.theme_id == "putin-deal"
             for m in MATCHER.match(
@@ -149,7 +148,7 @@ async def test_a_token_starts_the_platform_and_its_digests_go_to_its_sender(
     # putin-deal (the Kremlin's refusal among them), and none of the others.
     assert message.payload == {"titles": putin_deal_titles()}
     assert "[Sample] Kremlin rejects the latest US ceasefire draft" in message.payload["titles"]
-    assert len(message.payload["titles"]) < len(sample_titles())
+    assert len(message.payload["titles"]) < len(sample_entries())
     engine = open_database(database_url)
     try:
         with engine.connect() as conn:
