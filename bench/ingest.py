@@ -407,17 +407,11 @@ def main() -> int:
         print(json.dumps(run_reader(args.urls, args.workdir)))
         return 0
 
+    # Imported here: the measured sides ("ours", "reader") do not need the feed server.
+    from tests.support.feedserver import serving_in_process
+
     hosts = ",".join(f"127.0.0.{i}" for i in range(1, args.hosts + 1))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.feedserver", "--root", str(CORPUS), "--host", hosts],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        bases = json.loads(server.stdout.readline())["urls"]
+    with serving_in_process(CORPUS, hosts) as bases:
         names = feed_names()
         with tempfile.TemporaryDirectory(prefix="cp-bench-") as tmp:
             work = Path(tmp)
@@ -440,9 +434,6 @@ def main() -> int:
                 if args.no_reader
                 else side("reader", "--urls", str(work / "cold.json"), "--workdir", str(work))
             )
-    finally:
-        assert server.stdin is not None
-        server.communicate(input="", timeout=30)
     report: dict[str, Any] = {
         "copies": args.copies,
         "hosts": args.hosts,

@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.storage.schema import feeds, outbox  # noqa: E402
 from tests.support.fake_discord import FakeDiscord  # noqa: E402
+from tests.support.feedserver import serving_in_process  # noqa: E402
 from tests.support.replicas import (  # noqa: E402
     QUIET_TITLE,
     child_env,
@@ -258,17 +259,7 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
         root = folder / "feeds"
         root.mkdir()
         matched = write_feeds(root, args.feeds, args.matching)
-        command = [sys.executable, "-m", "tests.support.feedserver", "--root", str(root)]
-        server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
-            [*command, "--host", HOSTS],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        try:
-            assert server.stdout is not None
-            bases = json.loads(server.stdout.readline())["urls"]
+        with serving_in_process(root, HOSTS) as bases:  # started once, before any timing
             for replicas in args.replicas:
                 result = await run_once(replicas, bases, args, matched, folder)
                 results.append(result)
@@ -282,10 +273,6 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
                     f"after {result.seconds:.1f} s",
                     flush=True,
                 )
-        finally:
-            assert server.stdin is not None
-            server.stdin.close()
-            server.wait(30)
     return results
 
 

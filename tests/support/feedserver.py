@@ -35,6 +35,7 @@ import hashlib
 import json
 import mimetypes
 import socket
+import subprocess
 import sys
 import threading
 import zlib
@@ -450,6 +451,26 @@ def iter_hosts(spec: str) -> Iterator[str]:
     for host in spec.split(","):
         if host.strip():
             yield host.strip()
+
+
+@contextlib.contextmanager
+def serving_in_process(root: Path, hosts: str = "127.0.0.1") -> Iterator[list[str]]:
+    """Run this server as a program in a process of its own (so its CPU is not the caller's, as a
+    benchmark needs), serving ``root`` on each of the comma-separated ``hosts``; yield the base
+    URL per host, and stop the process when the block ends."""
+    repo = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.feedserver", "--root", str(root), "--host", hosts],
+        cwd=repo,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        yield list(json.loads(server.stdout.readline())["urls"])
+    finally:
+        server.communicate(input="", timeout=30)  # closing its stdin stops it
 
 
 def main(argv: list[str] | None = None) -> int:
